@@ -1,0 +1,162 @@
+"""The store interface every backend implements; the CLI and the retriever see only this.
+
+A store keeps vectors, documents (id, text, title, metadata) and a manifest. It knows no model:
+the manifest's ``model`` entry is an opaque dict that the caller compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class StoreError(Exception):
+    """An index is missing, damaged, in use, or cannot do what was asked."""
+
+
+class StoreInputError(StoreError, ValueError):
+    """Bad data handed to a store: wrong dimension, duplicate ids, empty id, bad filter."""
+
+
+class UnsupportedFilterError(StoreInputError):
+    """A metadata filter this store cannot evaluate."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A stored document. ``metadata`` is any JSON object."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.text, self.title, self.metadata)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document, its inner-product score and 1-based rank."""
+
+    document: Document
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an index holds and which model made it."""
+
+    store: str
+    dim: int
+    model: dict[str, Any]
+    count: int = 0
+    format_version: int = FORMAT_VERSION
+    index_type: str = "Flat"
+    metric: str = "ip"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "store": self.store, "dim": self.dim,
+                "metric": self.metric, "index_type": self.index_type, "count": self.count, "model": self.model}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        return cls(store=d["store"], dim=int(d["dim"]), model=d.get("model") or {}, count=int(d.get("count", 0)),
+                   format_version=int(d.get("format_version", 0)), index_type=d.get("index_type", "Flat"),
+                   metric=d.get("metric", "ip"))
+
+
+def content_hash(text: str, title: str = "", metadata: dict[str, Any] | None = None) -> str:
+    """Hash of what is embedded and stored, used to skip unchanged documents on re-index."""
+    import json
+
+    payload = json.dumps([title, text, metadata or {}], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def check_vectors(vectors: np.ndarray, dim: int, n: int | None = None) -> np.ndarray:
+    """Validate a (n, dim) float matrix and return it as contiguous float32."""
+    arr = np.asarray(vectors)
+    if arr.ndim != 2:
+        raise StoreInputError(f"vectors must be a 2-D array (n, {dim}), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise StoreInputError(f"vectors have dimension {arr.shape[1]} but this index holds dimension {dim}: "
+                              "use the model the index was built with, or a new index")
+    if n is not None and arr.shape[0] != n:
+        raise StoreInputError(f"got {arr.shape[0]} vectors for {n} documents")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise StoreInputError(f"vectors must be floating point, got {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise StoreInputError("vectors contain NaN or infinity")
+    return arr
+
+
+def check_documents(docs: Sequence[Document]) -> None:
+    seen: set[str] = set()
+    for d in docs:
+        if not isinstance(d.id, str) or not d.id:
+            raise StoreInputError(f"document id must be a non-empty string, got {d.id!r}")
+        if d.id in seen:
+            raise StoreInputError(f"document id {d.id!r} appears twice in one batch")
+        seen.add(d.id)
+
+
+class Store(ABC):
+    """A vector store with documents and a manifest. Writes become durable on ``commit``."""
+
+    kind: str = ""
+
+    @property
+    @abstractmethod
+    def manifest(self) -> Manifest | None:
+        """The manifest, or None for a new, empty index that has not been initialised."""
+
+    @abstractmethod
+    def initialize(self, dim: int, model: dict[str, Any]) -> None:
+        """Set dimension and model identity of a new index (error if already set)."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of documents."""
+
+    @abstractmethod
+    def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> None:
+        """Add documents, replacing any with the same id. vectors: (len(docs), dim) float32."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete by id; missing ids are ignored. Returns how many existed."""
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> list[Document | None]:
+        """Documents by id, None where absent, in the order asked."""
+
+    @abstractmethod
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """Stored content hash of each id that exists."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
+        """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""
+
+    def commit(self) -> None:
+        """Make every write so far durable (atomic where the backend allows)."""
+
+    def close(self) -> None:
+        """Release files and connections (commits nothing)."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""The ``e5rag`` command: a thin face over the library. One module a command group.
+
+Each module in ``COMMAND_MODULES`` defines ``register(subparsers)``, which adds its sub-command(s)
+and sets ``func(args) -> int`` on the parser. Library errors (``E5RagError``) become one line on
+stderr and exit code 2; nothing here prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="e5rag", description="E5-style LLM embeddings: index once, ask many ways.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            continue
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from indexers import StoreError
+
+    from ..errors import E5RagError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="e5rag: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (E5RagError, StoreError) as exc:
+        print(f"e5rag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("e5rag: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

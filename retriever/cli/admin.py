@@ -1,0 +1,60 @@
+"""``e5rag delete``, ``e5rag info`` and ``e5rag tasks``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import add_store_args, store_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("delete", help="delete documents by id")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    add_store_args(p)
+    p.set_defaults(func=run_delete)
+
+    p = sub.add_parser("info", help="show an index's manifest: model, dimension, count, store")
+    add_store_args(p)
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("tasks", help="list the registered task names and their definitions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_tasks)
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from indexers import open_store
+
+    with open_store(args.index, readonly=True, **store_options(args)):
+        pass  # refuses a missing index before anything is created
+    with open_store(args.index, **store_options(args)) as store:
+        n = store.delete(args.ids)
+        store.commit()
+        total = store.count()
+    print(f"deleted {n} of {len(args.ids)} ids; {total} documents left", file=sys.stderr)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from indexers import open_store
+
+    with open_store(args.index, readonly=True, **store_options(args)) as store:
+        info = {"index": args.index, **store.manifest.to_dict(), "count": store.count()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    from ..tasks import DEFAULT_TASK, list_tasks
+
+    tasks = list_tasks()
+    if args.json:
+        print(json.dumps([{"name": t.name, "definition": t.definition, "kind": t.kind} for t in tasks], indent=2))
+        return 0
+    width = max(len(t.name) for t in tasks)
+    for t in tasks:
+        mark = " (default)" if t.name == DEFAULT_TASK else ""
+        print(f"{t.name:<{width}}  {t.definition}{mark}")
+    return 0

@@ -1,0 +1,62 @@
+"""Flags shared by several commands (model choice, store location) and their conversion."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embedded default") -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help=f"model directory, .gguf file or cached hub id (default: {default_note}; "
+                        "'smollm2-135m' is the untrained base)")
+    g.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory applied on top of the model")
+    g.add_argument("--max-length", type=int, default=None, help="tokens per text, EOS included (default 512)")
+    g.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on CUDA)")
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, metavar="PATH",
+                   help="index location: NAME.db (Milvus Lite file), http://host:19530 (Milvus server) "
+                        "or a directory (FAISS)")
+    g = p.add_argument_group("store")
+    g.add_argument("--store", choices=("faiss", "milvus"), default=None, help="override the store chosen from --index")
+    g.add_argument("--token", default=None, help="Milvus server token (user:password or API key)")
+    g.add_argument("--collection", default=None, help="Milvus collection name (default: e5rag)")
+    g.add_argument("--db-name", default=None, help="Milvus database name")
+
+
+def store_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword options for ``indexers.open_store`` from the parsed store flags."""
+    opts: dict[str, Any] = {"store": args.store}
+    for name in ("token", "collection", "db_name"):
+        value = getattr(args, name, None)
+        if value is not None:
+            opts[name] = value
+    return opts
+
+
+def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"adapter": args.adapter, "device": args.device, "dtype": args.dtype}
+    if args.max_length is not None:
+        kw["max_length"] = args.max_length
+    return kw
+
+
+def load_encoder_for(store, args: argparse.Namespace):
+    """The encoder for an existing index (its recorded model unless --model/--adapter say otherwise)
+    or for a new one (--model, else the embedded default). Returns (encoder, source, adapter)."""
+    from ..encoder import Encoder
+
+    recorded = (store.manifest.model if store.manifest is not None else {}) or {}
+    source = args.model if args.model is not None else recorded.get("source")
+    adapter = args.adapter if args.adapter is not None else (
+        recorded.get("adapter_path") if args.model is None else None)
+    kw = encoder_kwargs(args)
+    kw["adapter"] = adapter
+    if args.max_length is None and recorded.get("max_length"):
+        kw["max_length"] = int(recorded["max_length"])
+    return Encoder.from_pretrained(source, **kw), source, adapter

@@ -1,0 +1,79 @@
+"""``e5rag search``: embed queries with a task instruction and print the top documents."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import add_model_args, add_store_args, store_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search an index; the task instruction is chosen per query",
+                       description="With no QUERY, queries are read from stdin: plain lines, or JSONL "
+                                   '{"id", "text", "task"} where "task" overrides --task for that query.')
+    p.add_argument("queries", nargs="*", metavar="QUERY")
+    add_store_args(p)
+    p.add_argument("--task", default=None,
+                   help="a registered task name (see `e5rag tasks`) or a one-sentence task definition "
+                        "(default: web-search)")
+    p.add_argument("--no-instruction", action="store_true", help="embed bare queries (the ablation)")
+    p.add_argument("-k", "--k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--filter", default=None,
+                   help='metadata filter, e.g. \'metadata["year"] >= 2020\' (Milvus: any boolean expression; '
+                        'FAISS: equality and "in" on metadata keys)')
+    p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
+    add_model_args(p, default_note="the model recorded in the index")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexers import open_store
+
+    from ..errors import InputError
+    from ..search import SearchIndex
+    from ..sources import Query, read_queries
+    from ..tasks import resolve_task
+    from .common import load_encoder_for
+
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
+    if args.queries:
+        queries = [Query(str(i + 1), q) for i, q in enumerate(args.queries)]
+    else:
+        queries = read_queries(sys.stdin)
+    for q in queries:
+        if not q.text.strip():
+            raise InputError(f"query {q.id} is empty: give it some text")
+    if not queries:
+        raise InputError("no queries: pass QUERY arguments or pipe them on stdin")
+    tasks = [resolve_task(q.task if q.task is not None else args.task) for q in queries]
+    store = open_store(args.index, readonly=True, **store_options(args))
+    try:
+        encoder, source, adapter = load_encoder_for(store, args)
+        index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
+        results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
+                               use_instruction=not args.no_instruction, batch_size=args.batch_size)
+    finally:
+        store.close()
+    for query, task, hits in zip(queries, tasks, results):
+        shown_task = None if args.no_instruction else task
+        if args.json:
+            print(json.dumps({"query": query.text, "id": query.id, "task": shown_task, "results": [
+                {"id": h.document.id, "score": round(h.score, 6), "rank": h.rank, "title": h.document.title,
+                 "text": h.document.text, "metadata": h.document.metadata} for h in hits]}, ensure_ascii=False))
+        else:
+            print(format_table(query.text, shown_task, hits))
+    return 0
+
+
+def format_table(query: str, task: str | None, hits) -> str:
+    """A readable block: the query, its task, then rank, score, id and a text snippet per hit."""
+    lines = [f"query: {query}", f"task:  {task if task else '(no instruction)'}"]
+    if not hits:
+        lines.append("  (no results)")
+    for h in hits:
+        text = " ".join((f"{h.document.title}: {h.document.text}" if h.document.title else h.document.text).split())
+        lines.append(f"  {h.rank:>3}  {h.score:7.4f}  {h.document.id:<14} {text[:90]}{'…' if len(text) > 90 else ''}")
+    return "\n".join(lines) + "\n"

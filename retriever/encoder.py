@@ -1,0 +1,188 @@
+"""The E5 decoder embedder: EOS appended, last-token pooling, L2-normalised fp32 vectors.
+
+``Encoder`` follows the sentence-transformers shape users know: ``encode_document`` and
+``encode_query(task=...)`` return float32 arrays of shape (n, dim).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .device import pick_device, pick_dtype
+from .errors import InputError, ModelLoadError
+from .fingerprint import ModelFingerprint
+from .instructions import format_document, format_queries
+from .loading import (
+    adapter_identity,
+    load_backbone,
+    load_tokenizer,
+    model_identity,
+    resolve_source,
+    weights_dir,
+)
+from .pooling import l2_normalize, last_token_pool, position_ids_from_mask
+from .tasks import resolve_task
+from .tokenization import PaddingSide, pad_batch, pad_id_of, tokenize_with_eos
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_MIN_TEXTS = 256
+
+
+def _check_texts(texts: Sequence[str], what: str) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError(f"{what} must be a list of strings, not one string: wrap it as [text]")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InputError(f"{what} {i} is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InputError(f"{what} {i} is empty: remove it or give it some text")
+    return out
+
+
+class Encoder:
+    """An embedding model: a causal LM backbone with last-token pooling on an appended EOS."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, *, base_identity: str, adapter_identity: str | None = None,
+                 max_length: int = 512, padding_side: PaddingSide | None = None) -> None:
+        if max_length < 2:
+            raise InputError(f"max_length must be at least 2, got {max_length}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.padding_side: PaddingSide = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
+        self.pad_id = pad_id_of(tokenizer)
+        self._base_identity = base_identity
+        self._adapter_identity = adapter_identity
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, adapter: str | Path | None = None,
+                        device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                        max_length: int = 512, merge_adapter: bool = True) -> Encoder:
+        """Load a model directory, GGUF file or cached hub id; None is the embedded default.
+
+        ``adapter`` is a PEFT LoRA directory applied on top (merged for inference by default,
+        which costs nothing per token). The embedded default brings its shipped adapter, if any.
+        """
+        source = resolve_source(None if name_or_path is None else str(name_or_path))
+        adapter_dir = Path(adapter) if adapter is not None else source.adapter
+        dev = pick_device(device)
+        directory = weights_dir(source)
+        tokenizer = load_tokenizer(directory)
+        model = load_backbone(directory, dtype=pick_dtype(dtype, dev), device=dev)
+        adapter_id = None
+        if adapter_dir is not None:
+            model = _apply_adapter(model, adapter_dir, merge=merge_adapter)
+            adapter_id = adapter_identity(adapter_dir)
+        model.eval()
+        return cls(model, tokenizer, base_identity=model_identity(source), adapter_identity=adapter_id,
+                   max_length=max_length)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (the backbone's hidden size)."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def fingerprint(self) -> ModelFingerprint:
+        """Identity of the vector space this encoder produces (stored in index manifests)."""
+        return ModelFingerprint(base=self._base_identity, adapter=self._adapter_identity, dim=self.dim,
+                                max_length=self.max_length)
+
+    # ------------------------------------------------------------------ core
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], int]:
+        """Token ids ending in EOS (see ``tokenize_with_eos``) and the number truncated."""
+        return tokenize_with_eos(self.tokenizer, texts, self.max_length)
+
+    def collate(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad id lists on this encoder's padding side. -> input_ids, attention_mask (batch, seq)"""
+        return pad_batch(seqs, self.pad_id, self.padding_side)
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Normalised embeddings, differentiable. (batch, seq) int64 x2 -> (batch, dim) float32"""
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return l2_normalize(last_token_pool(hidden, attention_mask))
+
+    def encode(self, texts: Sequence[str], batch_size: int = 16, show_progress_bar: bool | None = None) -> np.ndarray:
+        """Embed texts exactly as given. -> (n, dim) float32, L2-normalised, in input order.
+
+        Texts are sorted by token length into batches (less padding), then put back in order.
+        """
+        texts = _check_texts(texts, "text")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        seqs, truncated = self.tokenize(texts)
+        if truncated:
+            log.warning("%d of %d texts were longer than max_length=%d tokens and were truncated",
+                        truncated, len(texts), self.max_length)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out = np.empty((len(seqs), self.dim), dtype=np.float32)
+        show = (sys.stderr.isatty() and len(texts) >= _PROGRESS_MIN_TEXTS) if show_progress_bar is None else show_progress_bar
+        from tqdm.auto import tqdm
+
+        with torch.inference_mode(), tqdm(total=len(seqs), disable=not show, desc="encode", unit="text") as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                ids, mask = self.collate([seqs[i] for i in idx])
+                out[idx] = self.embed_tokens(ids, mask).cpu().numpy()
+                bar.update(len(idx))
+        return out
+
+    def encode_document(self, texts: Sequence[str], titles: Sequence[str | None] | None = None,
+                        batch_size: int = 16, show_progress_bar: bool | None = None) -> np.ndarray:
+        """Embed documents with no instruction; a title is prefixed as ``f"{title} {text}"``. -> (n, dim)"""
+        texts = _check_texts(texts, "document")
+        if titles is not None:
+            titles = list(titles)
+            if len(titles) != len(texts):
+                raise InputError(f"got {len(titles)} titles for {len(texts)} documents")
+            texts = [format_document(t, ti) for t, ti in zip(texts, titles)]
+        return self.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+
+    def encode_query(self, texts: Sequence[str], task: str | Sequence[str] | None = None, batch_size: int = 16,
+                     show_progress_bar: bool | None = None, use_instruction: bool = True) -> np.ndarray:
+        """Embed queries as ``Instruct: {task}\\nQuery: {query}``. -> (n, dim)
+
+        ``task`` is one registered name or sentence for all queries, or one per query; None is
+        the default web-search task. ``use_instruction=False`` embeds bare queries (the ablation).
+        """
+        texts = _check_texts(texts, "query")
+        if not use_instruction:
+            tasks = None
+        elif task is None or isinstance(task, str):
+            tasks = resolve_task(task)
+        else:
+            tasks = [resolve_task(t) for t in task]
+        return self.encode(format_queries(tasks, texts), batch_size=batch_size, show_progress_bar=show_progress_bar)
+
+
+def _apply_adapter(model: torch.nn.Module, adapter_dir: Path, *, merge: bool) -> torch.nn.Module:
+    from ._optional import require
+
+    peft = require("peft", "peft", "a LoRA adapter")
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        wrapped = peft.PeftModel.from_pretrained(model, str(adapter_dir))
+    except Exception as exc:
+        raise ModelLoadError(f"could not apply adapter {adapter_dir} to this model: {exc}") from exc
+    return wrapped.merge_and_unload() if merge else wrapped

