@@ -61,6 +61,9 @@ class Encoder:
         self.pad_id = pad_id_of(tokenizer)
         self._base_identity = base_identity
         self._adapter_identity = adapter_identity
+        # Where the weights came from, so an index can load the same model again (set by from_pretrained).
+        self.source: str | None = None
+        self.adapter_path: str | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -83,8 +86,11 @@ class Encoder:
             model = _apply_adapter(model, adapter_dir, merge=merge_adapter)
             adapter_id = adapter_identity(adapter_dir)
         model.eval()
-        return cls(model, tokenizer, base_identity=model_identity(source), adapter_identity=adapter_id,
-                   max_length=max_length)
+        encoder = cls(model, tokenizer, base_identity=model_identity(source), adapter_identity=adapter_id,
+                      max_length=max_length)
+        encoder.source = None if name_or_path is None else str(name_or_path)
+        encoder.adapter_path = str(Path(adapter).resolve()) if adapter is not None else None
+        return encoder
 
     # ------------------------------------------------------------------ properties
     @property

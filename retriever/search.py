@@ -49,10 +49,15 @@ def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
             "pass the index's --model/--adapter/--max-length, or build a new index")
 
 
-def model_record(encoder: Encoder, source: str | None, adapter: str | None) -> dict[str, Any]:
-    """The manifest's model entry: the fingerprint plus where to load it from again."""
+def model_record(encoder: Encoder, source: str | None = None, adapter: str | None = None) -> dict[str, Any]:
+    """The manifest's model entry: the fingerprint plus where to load it from again
+    (the given source/adapter, else what the encoder was loaded from)."""
     record = encoder.fingerprint.to_dict()
+    source = source if source is not None else encoder.source
+    if source is not None and Path(source).expanduser().exists():
+        source = str(Path(source).expanduser().resolve())  # usable from any working directory
     record["source"] = source
+    adapter = adapter if adapter is not None else encoder.adapter_path
     record["adapter_path"] = str(Path(adapter).resolve()) if adapter else None
     return record
 

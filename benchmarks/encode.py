@@ -1,0 +1,116 @@
+"""Encode throughput: e5rag vs sentence-transformers on the same model and texts, from one run,
+next to the machine's measured fp32 matmul GFLOP/s and the ceiling it implies.
+
+    .venv/bin/python benchmarks/encode.py --data ../shared/datasets/scifact/corpus.jsonl --n 512
+    .venv/bin/python benchmarks/encode.py                  # synthetic texts, the embedded default
+
+Ceiling: tokens/s <= GFLOP/s / FLOPs-per-token, where FLOPs-per-token = 2 x (non-embedding
+parameters) + 4 x layers x hidden x (mean sequence length) (the QK^T and AV products). Both
+encoders see the same texts in the same order, same batch size, fp32, same threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+WORDS = ("retrieval embedding model query document passage vector index search language train data "
+         "science claim evidence protein cell energy market price river city history music").split()
+
+
+def load_texts(path: str | None, n: int, seed: int = 0) -> list[str]:
+    if path:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        texts = [f"{r.get('title', '')} {r['text']}".strip() for r in rows]
+        random.Random(seed).shuffle(texts)
+        return texts[:n]
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 300))) for _ in range(n)]
+
+
+def matmul_gflops(seconds: float = 3.0) -> float:
+    """Best fp32 GFLOP/s of square and transformer-shaped matmuls on this machine."""
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (2048, 576, 1536), (4096, 576, 576)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            a @ b
+            reps += 1
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_token(model: torch.nn.Module, mean_len: float) -> float:
+    cfg = model.config
+    emb = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n)
+    params = sum(p.numel() for p in model.parameters()) - emb
+    return 2 * params + 4 * cfg.num_hidden_layers * cfg.hidden_size * mean_len
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model dir / .gguf (default: the embedded default)")
+    ap.add_argument("--data", default=None, help="a corpus.jsonl to take texts from (default: synthetic)")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    from sentence_transformers import SentenceTransformer, models
+
+    from retriever.encoder import Encoder
+    from retriever.loading import resolve_source, weights_dir
+
+    texts = load_texts(args.data, args.n)
+    enc = Encoder.from_pretrained(args.model, max_length=args.max_length, device="cpu", dtype="float32")
+    directory = str(weights_dir(resolve_source(args.model)))
+    tr = models.Transformer(directory, max_seq_length=args.max_length, model_kwargs={"dtype": torch.float32})
+    st = SentenceTransformer(modules=[tr, models.Pooling(enc.dim, pooling_mode="lasttoken")], device="cpu")
+
+    seqs, _ = enc.tokenize(texts)
+    tokens = sum(len(s) for s in seqs)
+    mean_len = tokens / len(seqs)
+    t_e5 = timed(lambda: enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False), args.repeats)
+    t_st = timed(lambda: st.encode(texts, batch_size=args.batch_size, show_progress_bar=False,
+                                   convert_to_numpy=True, normalize_embeddings=True), args.repeats)
+    gflops = matmul_gflops()
+    ceiling = gflops * 1e9 / flops_per_token(enc.model, mean_len)
+    e5_tps, st_tps = tokens / t_e5, tokens / t_st
+    agree = float(np.mean(np.sum(enc.encode(texts[:8]) * st.encode(texts[:8], normalize_embeddings=True), axis=1)))
+
+    print(f"# encode benchmark {date.today()} | {platform.processor() or platform.machine()} | "
+          f"{torch.get_num_threads()} threads | torch {torch.__version__}")
+    print(f"model {enc.fingerprint.base} | {len(texts)} texts | {tokens} tokens (mean {mean_len:.0f}) | "
+          f"batch {args.batch_size} | fp32")
+    print(f"{'encoder':<34}{'tokens/s':>10}{'texts/s':>10}{'vs s-t':>9}{'of ceiling':>12}")
+    for name, tps, secs in (("e5rag Encoder.encode", e5_tps, t_e5),
+                            ("sentence-transformers (lasttoken)", st_tps, t_st)):
+        print(f"{name:<34}{tps:>10.0f}{len(texts) / secs:>10.1f}{tps / st_tps:>8.2f}x{tps / ceiling:>11.0%}")
+    print(f"fp32 matmul {gflops:.0f} GFLOP/s -> ceiling {ceiling:.0f} tokens/s "
+          f"({flops_per_token(enc.model, mean_len) / 1e6:.0f} MFLOP/token)")
+    print(f"mean cosine(e5rag, s-t) on 8 texts: {agree:.4f} (s-t appends no EOS, so not 1.0)")
+
+
+if __name__ == "__main__":
+    main()
