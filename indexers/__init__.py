@@ -29,7 +29,7 @@ def detect_store(location: str | Path, store: StoreKind | None = None) -> StoreK
             raise StoreInputError(f"unknown store {store!r}: use 'faiss' or 'milvus'")
         return store
     text = str(location)
-    if text.startswith(("http://", "https://", "tcp://", "grpc://")) or text.endswith(".db"):
+    if text.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")) or text.endswith(".db"):
         return "milvus"
     return "faiss"
 

@@ -1,0 +1,132 @@
+"""Milvus Lite file handling: one process at a time, surviving a killed writer, refused files and types."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+from indexers import Document, StoreError, StoreInputError, open_store  # noqa: E402
+from indexers.milvus_store import MilvusStore  # noqa: E402
+
+pytestmark = pytest.mark.milvus
+REPO = Path(__file__).resolve().parents[2]
+
+# The writer commits 200 documents, says so, writes 50 more without committing and waits to be killed.
+WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from indexers import Document
+    from indexers.milvus_store import MilvusStore
+
+    def unit(n, seed):
+        v = np.random.default_rng(seed).standard_normal((n, 16)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    store = MilvusStore(sys.argv[1], collection="docs")
+    store.initialize(16, {"base": "writer"})
+    store.upsert([Document(f"c{i}", f"committed {i}", metadata={"i": i}) for i in range(200)], unit(200, 0))
+    store.commit()
+    print("COMMITTED", flush=True)
+    store.upsert([Document(f"u{i}", "uncommitted") for i in range(50)], unit(50, 1))
+    print("WROTE_MORE", flush=True)
+    time.sleep(120)
+""")
+
+
+def committed_vectors() -> np.ndarray:
+    v = np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_killed_writer_keeps_committed_rows_and_blocks_other_processes(tmp_path, capfd):
+    path = tmp_path / "killed.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(REPO)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        assert lines == ["COMMITTED", "WROTE_MORE"], lines
+        capfd.readouterr()
+        for readonly in (False, True):  # Milvus Lite locks readers out too
+            with pytest.raises(StoreError, match="in use by another process"):
+                MilvusStore(path, collection="docs", readonly=readonly)
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    with MilvusStore(path, collection="docs", readonly=True) as store:
+        assert store.manifest.model == {"base": "writer"} and store.manifest.dim == 16
+        expected = [Document(f"c{i}", f"committed {i}", metadata={"i": i}) for i in range(200)]
+        assert store.get([d.id for d in expected]) == expected
+        assert 200 <= store.count() <= 250  # uncommitted rows may or may not have survived
+        hits = store.search(committed_vectors(), 1)
+        assert [row[0].document.id for row in hits] == [d.id for d in expected]
+
+
+def test_same_process_shares_the_file_and_releases_it(tmp_path):
+    path = tmp_path / "shared.db"
+    first = MilvusStore(path, collection="a")
+    second = MilvusStore(path, collection="b")  # same process: one server, no "in use" error
+    first.close()
+    second.initialize(4, {})
+    second.close()
+    # the last close stopped the server and released the lock: another process can open the index
+    code = "import sys; sys.path.insert(0, sys.argv[2]); from indexers.milvus_store import MilvusStore; " \
+           "print(MilvusStore(sys.argv[1], collection='b', readonly=True).manifest.dim)"
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(REPO)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "4", out.stderr
+
+
+def test_milvus_lite_2_files_and_foreign_directories_are_refused(tmp_path):
+    old = tmp_path / "old.db"
+    sqlite3.connect(old).execute("CREATE TABLE collection_meta (x)").connection.close()  # a 2.x file is SQLite
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="Milvus Lite 2.x"):
+            MilvusStore(old, readonly=readonly)
+    faiss_dir = tmp_path / "faiss.db"
+    faiss_dir.mkdir()
+    (faiss_dir / "CURRENT").write_text("gen-000001")
+    with pytest.raises(StoreError, match="not a Milvus Lite index.*--store faiss"):
+        open_store(faiss_dir)
+    assert sorted(p.name for p in faiss_dir.iterdir()) == ["CURRENT"]
+
+
+def test_readonly_open_of_a_missing_index_creates_nothing(tmp_path):
+    path = tmp_path / "sub" / "missing.db"
+    with pytest.raises(StoreError, match=r"no index at .*missing\.db: build one with `e5rag index"):
+        open_store(path, readonly=True)
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("index_type", ["IVF_PQ", "DISKANN", "GPU_CAGRA", "SCANN", "ivf_pq"])
+def test_index_types_lite_never_builds_are_refused(tmp_path, index_type):
+    path = tmp_path / "refused.db"
+    with pytest.raises(StoreInputError, match="not built by Milvus Lite.*FLAT"):
+        MilvusStore(path, index_type=index_type)
+    assert not path.exists()  # refused before anything was created
+
+
+def test_unknown_index_type_lists_the_choices(tmp_path):
+    with pytest.raises(StoreInputError, match="unknown Milvus index_type 'Flat,IVF'.*HNSW"):
+        MilvusStore(tmp_path / "x.db", index_type="Flat,IVF")
+
+
+def test_parent_directories_are_created_for_a_new_index(tmp_path):
+    path = tmp_path / "a" / "b" / "new.db"
+    with MilvusStore(path) as store:
+        store.initialize(4, {"base": "m"})
+        store.upsert([Document("x", "y")], np.eye(1, 4, dtype=np.float32))
+        store.commit()
+    with MilvusStore(path, readonly=True) as store:
+        assert store.get(["x"]) == [Document("x", "y")]
