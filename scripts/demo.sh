@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 E5=.venv/bin/e5rag
-INDEX=${E5RAG_DEMO_INDEX:-examples/demo-index}
+INDEX=${E5RAG_DEMO_INDEX:-examples/demo.db}   # Milvus Lite file; a directory path gives FAISS
 QUERY="Does drinking coffee lower the risk of diabetes?"
 $E5 index examples/corpus.jsonl --index "$INDEX"
 echo
