@@ -1,0 +1,55 @@
+"""Merging a LoRA adapter: the merged model embeds like base + adapter, and loads without PEFT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retriever.encoder import Encoder
+from retriever.errors import InputError
+from training.merge import embedding_gap, merge_adapter
+
+TEXTS = ["a claim about cells", "Instruct: Find the phrase\nQuery: river stone", "omega garden"]
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, mistral_dir):
+    """A LoRA adapter with random (non-zero) weights on every projection, saved in PEFT format."""
+    from training.config import TrainConfig
+    from training.model import load_trainable_encoder
+
+    encoder = load_trainable_encoder(TrainConfig(data=("x",), model=str(mistral_dir), max_length=64),
+                                     torch.device("cpu"))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for name, p in encoder.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    encoder.model.save_pretrained(str(out))
+    return out
+
+
+def test_merged_model_matches_base_plus_adapter(adapter_dir, mistral_dir, tmp_path):
+    from retriever.cli import main
+
+    out = tmp_path / "merged"
+    assert main(["merge", "--model", str(mistral_dir), "--adapter", str(adapter_dir), "--out", str(out),
+                 "--max-length", "64"]) == 0
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert not (out / "adapter_config.json").exists()
+    unmerged = Encoder.from_pretrained(mistral_dir, adapter=adapter_dir, merge_adapter=False, max_length=64)
+    merged = Encoder.from_pretrained(out, max_length=64)
+    base = Encoder.from_pretrained(mistral_dir, max_length=64)
+    np.testing.assert_allclose(merged.encode(TEXTS), unmerged.encode(TEXTS), atol=1e-5)
+    assert embedding_gap(base, merged)[0] > 1e-2  # the adapter really changed the model
+
+
+def test_merge_report_and_refusals(adapter_dir, mistral_dir, tmp_path):
+    report = merge_adapter(str(mistral_dir), adapter_dir, tmp_path / "m", max_length=64)
+    assert 0 <= report.max_abs_diff <= report.tolerance and report.texts > 0
+    with pytest.raises(InputError, match="not empty"):
+        merge_adapter(str(mistral_dir), adapter_dir, tmp_path / "m")
+    with pytest.raises(InputError, match="adapter_config.json"):
+        merge_adapter(str(mistral_dir), tmp_path, tmp_path / "other")

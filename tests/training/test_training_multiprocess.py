@@ -1,0 +1,69 @@
+"""Two processes on gloo see the global batch: per-step losses, gradient norms and the trained
+adapter equal a single process training on the same global batch (DeepSpeed ZeRO-3 + GradCache,
+and plain torch with averaged gradients)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.metrics import read_metrics
+from training.trainer import train
+
+pytest.importorskip("deepspeed")
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("mp_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _adapter(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)  # the first DeepSpeed run on a machine JIT-builds its CPU comm op (about a minute)
+def test_two_processes_equal_one(make_config, tmp_path):
+    from conftest import write_pairs  # tests/training/conftest.py
+
+    # Rows with and without a negative: ranks hold different numbers of documents.
+    data = tmp_path / "mixed.jsonl"
+    write_pairs(data, n=24, seed=5)
+    rows = data.read_text().splitlines()
+    rows[1::2] = [r.replace('"negative": "', '"unused": "') for r in rows[1::2]]
+    data.write_text("\n".join(rows) + "\n")
+    config = make_config(data=(str(data),), lora_dropout=0.0, max_steps=3, lr=1e-2, output=str(tmp_path / "one"))
+    flags = ["--data", str(data), "--model", config.model, "--max-length", str(config.max_length),
+             "--batch-size", str(config.batch_size), "--lr", str(config.lr), "--max-steps", str(config.max_steps),
+             "--lora-dropout", "0", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), str(WORKER), str(tmp_path / "ds"), str(tmp_path / "torch"),
+                           *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=570)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    single = train(config)
+    want = read_metrics(single.metrics)
+    for run in ("ds", "torch"):
+        got = read_metrics(tmp_path / run / "metrics.jsonl")
+        assert [r["step"] for r in got] == [1, 2, 3], run
+        for a, b in zip(got, want, strict=True):
+            assert a["tokens"] == b["tokens"], run  # the two shards add up to the global batch
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), run
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3), run
+        reference, weights = _adapter(single.output), _adapter(tmp_path / run)
+        assert weights.keys() == reference.keys()
+        for name in reference:
+            torch.testing.assert_close(weights[name], reference[name], atol=2e-4, rtol=1e-3, msg=f"{run} {name}")

@@ -1,0 +1,147 @@
+"""Atomic checkpoints a killed run resumes from: adapter, optimizer, scheduler, every rank's RNG
+and the data position (the step: batches are a pure function of it, see ``sampler.py``).
+
+A checkpoint is written to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` when
+complete, then ``checkpoints/latest`` is replaced (write + rename): a kill at any moment leaves
+either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from retriever.errors import InputError
+
+from .distributed import DistInfo, barrier
+
+PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+ADAPTER = "adapter"
+# Options that change the sequence of batches or the updates: a resumed run must keep them.
+TRAJECTORY_FIELDS = ("data", "model", "max_length", "batch_size", "hard_negatives", "temperature", "lr",
+                     "weight_decay", "warmup_steps", "max_grad_norm", "epochs", "max_steps", "lora_r", "lora_alpha",
+                     "lora_dropout", "lora_targets", "lora_layers", "seed")
+
+
+def checkpoints_dir(output: str | Path) -> Path:
+    return Path(output) / "checkpoints"
+
+
+def list_checkpoints(output: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoints_dir(output)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+                   and (p / STATE_FILE).is_file()), key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(output: str | Path, step: int, backend, state: dict[str, Any], info: DistInfo,
+                    keep: int) -> Path:
+    """Write checkpoint ``step-{step}`` (collective: every rank calls it). -> its final path"""
+    from .model import save_adapter
+
+    root = checkpoints_dir(output)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    if info.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
+    backend.save_state(tmp, info.is_main)
+    adapter = backend.adapter_state()
+    torch.save(rng_state(), tmp / f"rng-rank{info.rank}.pt")
+    if info.is_main:
+        save_adapter(backend.peft_model, tmp / ADAPTER, adapter)
+        _write_json_atomic(tmp / STATE_FILE, {**state, "step": step, "world_size": info.world_size})
+    barrier()
+    if info.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_json_atomic(root / "latest", {"checkpoint": final.name})
+        for old in list_checkpoints(output)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def find_checkpoint(output: str | Path, resume: str) -> Path:
+    """``resume`` "latest" -> the run's newest complete checkpoint; else a checkpoint folder."""
+    if resume != "latest":
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise InputError(f"resume: {path} is not a checkpoint folder (no {STATE_FILE})")
+        return path
+    found = list_checkpoints(output)
+    if not found:
+        raise InputError(f"resume: {checkpoints_dir(output)} holds no complete checkpoint to resume from")
+    return found[-1]
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def check_resumable(saved: dict[str, Any], config_now: dict[str, Any], world_size: int, deepspeed: bool) -> None:
+    """Refuse to continue a run with options that would change its trajectory."""
+    before = saved.get("config", {})
+    for name in TRAJECTORY_FIELDS:
+        if before.get(name) != config_now.get(name):
+            raise InputError(f"resume: {name} was {before.get(name)!r} in the interrupted run but is "
+                             f"{config_now.get(name)!r} now; resume with the same value or start a new --output")
+    if deepspeed and saved.get("world_size") != world_size:
+        raise InputError(f"resume: the DeepSpeed checkpoint was written by {saved.get('world_size')} processes; "
+                         f"resume with the same number (now {world_size})")
+
+
+def load_checkpoint(checkpoint: Path, backend, info: DistInfo) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this rank's RNG. -> the saved trainer state"""
+    from safetensors.torch import load_file
+
+    from .model import adapter_state_dict
+
+    saved = load_file(str(checkpoint / ADAPTER / "adapter_model.safetensors"))
+    # PEFT stores keys without the adapter name ("...lora_A.weight"); map them onto our parameters.
+    # A DeepSpeed engine restores the module itself (from its own files in the checkpoint).
+    current = {} if hasattr(backend, "engine") else adapter_state_dict(backend.peft_model)
+    adapter = {name: saved[_peft_key(name)] for name in current}
+    backend.load_state(checkpoint, adapter)
+    rng_file = checkpoint / f"rng-rank{info.rank}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return read_state(checkpoint)
+
+
+def _peft_key(name: str) -> str:
+    return name.replace(".default.", ".")
