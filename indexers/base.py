@@ -149,10 +149,10 @@ class Store(ABC):
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""
 
-    def commit(self) -> None:
+    def commit(self) -> None:  # noqa: B027  (a default no-op: stores that write at once need nothing)
         """Make every write so far durable (atomic where the backend allows)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         """Release files and connections (commits nothing)."""
 
     def __enter__(self) -> Store:

@@ -248,8 +248,8 @@ class FaissStore(Store):
             scores, iids = self._index.search(q, min(k, self._index.ntotal))
         docs = self._docs.by_iid(sorted({int(i) for i in iids.ravel() if i >= 0}))
         return [[Hit(docs[int(i)], float(s), r + 1) for r, (s, i) in enumerate(
-                    (s, i) for s, i in zip(srow, irow) if i >= 0 and int(i) in docs)]
-                for srow, irow in zip(scores, iids)]
+                    (s, i) for s, i in zip(srow, irow, strict=True) if i >= 0 and int(i) in docs)]
+                for srow, irow in zip(scores, iids, strict=True)]
 
     def _filtered_search(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the documents that match the filter (vectors reconstructed)."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 from .errors import MissingExtraError
 
 
-@lru_cache(maxsize=None)
+@cache
 def is_available(module: str) -> bool:
     """True when ``module`` can be imported (checked once, without importing it)."""
     try:

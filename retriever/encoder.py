@@ -161,7 +161,7 @@ class Encoder:
             titles = list(titles)
             if len(titles) != len(texts):
                 raise InputError(f"got {len(titles)} titles for {len(texts)} documents")
-            texts = [format_document(t, ti) for t, ti in zip(texts, titles)]
+            texts = [format_document(t, ti) for t, ti in zip(texts, titles, strict=True)]
         return self.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
     def encode_query(self, texts: Sequence[str], task: str | Sequence[str] | None = None, batch_size: int = 16,

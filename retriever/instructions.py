@@ -37,4 +37,4 @@ def format_queries(tasks: str | None | Sequence[str | None], queries: Sequence[s
             f"got {len(tasks)} tasks for {len(queries)} queries: pass one task for all queries "
             "or exactly one per query"
         )
-    return [format_query(t, q) for t, q in zip(tasks, queries)]
+    return [format_query(t, q) for t, q in zip(tasks, queries, strict=True)]

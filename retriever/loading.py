@@ -186,7 +186,6 @@ def load_tokenizer(directory: Path):
 def load_backbone(directory: Path, *, dtype, device, causal_lm: bool = False):
     """The transformer without its LM head (``AutoModel``), or the causal LM when asked."""
     from transformers import AutoModel, AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     cls = AutoModelForCausalLM if causal_lm else AutoModel

@@ -7,7 +7,6 @@ seconds with its file and line number, and never after an hour of encoding.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any, TextIO
 from indexers import Document
 
 from .errors import InputError
+from .jsonl import numbered_lines as _lines
+from .jsonl import parse_json_object as _parse_json_line
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
 TEXT_EXTENSIONS = (".txt", ".md")
@@ -38,22 +39,6 @@ class Query:
     id: str
     text: str
     task: str | None = None
-
-
-def _lines(handle: TextIO) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(handle, start=1):
-        if line.strip():
-            yield number, line.rstrip("\n")
-
-
-def _parse_json_line(line: str, where: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    return row
 
 
 def document_from_row(row: dict[str, Any], fields: FieldNames, where: str) -> Document:

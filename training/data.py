@@ -7,12 +7,12 @@ adds a ``negatives`` list (several mined negatives to sample from). Other fields
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from retriever.errors import InputError
 from retriever.instructions import format_document
+from retriever.jsonl import iter_json_objects
 from retriever.tasks import get_task
 
 from .beir import beir_task, is_beir_dir, load_beir, positives
@@ -71,19 +71,7 @@ def example_from_row(row: dict, where: str) -> Example:
 
 def read_pairs(path: str | Path) -> list[Example]:
     """Every row of a synthetic-format JSONL file, validated with file and line numbers."""
-    path = Path(path)
-    out: list[Example] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
-            out.append(example_from_row(row, where))
-    return out
+    return [example_from_row(row, where) for where, row in iter_json_objects(path)]
 
 
 def beir_examples(directory: str | Path, split: str = "train", task: str | None = None) -> list[Example]:

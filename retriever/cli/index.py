@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import add_model_args, add_store_args, encoder_kwargs, store_options
+from .common import add_model_args, add_store_args, store_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:

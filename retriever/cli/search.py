@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                use_instruction=not args.no_instruction, batch_size=args.batch_size)
     finally:
         store.close()
-    for query, task, hits in zip(queries, tasks, results):
+    for query, task, hits in zip(queries, tasks, results, strict=True):
         shown_task = None if args.no_instruction else task
         if args.json:
             print(json.dumps({"query": query.text, "id": query.id, "task": shown_task, "results": [

@@ -6,13 +6,13 @@ fails in a second with its file and line number (format: https://github.com/beir
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexers import Document
 
 from ..errors import InputError
+from ..jsonl import iter_json_objects
 from ..sources import read_documents
 
 Qrels = dict[str, dict[str, int]]  # query id -> {document id: graded relevance}
@@ -43,24 +43,16 @@ def _require(path: Path, what: str) -> Path:
 def read_beir_queries(path: Path) -> dict[str, str]:
     """``{"_id", "text"}`` per line -> {id: text}; ids must be unique."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise InputError(f"{where}: expected a JSON object with an \"_id\" field")
-            text = row.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise InputError(f"{where}: query {row['_id']!r} has no text")
-            qid = str(row["_id"])
-            if qid in out:
-                raise InputError(f"{where}: query id {qid!r} appears twice; ids must be unique")
-            out[qid] = text
+    for where, row in iter_json_objects(path):
+        if "_id" not in row:
+            raise InputError(f"{where}: expected a JSON object with an \"_id\" field")
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{where}: query {row['_id']!r} has no text")
+        qid = str(row["_id"])
+        if qid in out:
+            raise InputError(f"{where}: query id {qid!r} appears twice; ids must be unique")
+        out[qid] = text
     return out
 
 

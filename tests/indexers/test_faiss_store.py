@@ -38,10 +38,10 @@ def brute_force(q, vecs, ids, k):
 
 def assert_same_results(hits, expected):
     """Tie-aware: scores match rank by rank; ids match wherever the score is not tied."""
-    for got, want in zip(hits, expected):
+    for got, want in zip(hits, expected, strict=True):
         assert len(got) == len(want)
         np.testing.assert_allclose([h.score for h in got], [s for _, s in want], atol=1e-5)
-        for h, (wid, ws) in zip(got, want):
+        for h, (wid, ws) in zip(got, want, strict=True):
             if sum(abs(s - ws) < 1e-6 for _, s in want) == 1:
                 assert h.document.id == wid
 

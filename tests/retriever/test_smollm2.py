@@ -27,7 +27,7 @@ def test_gguf_default_loads_converts_once_and_matches_manual_forward():
     got = enc.encode_document(texts)
     tok = AutoTokenizer.from_pretrained(cached)
     model = AutoModel.from_pretrained(cached, dtype=torch.float32).eval()
-    for row, text in zip(got, texts):
+    for row, text in zip(got, texts, strict=True):
         ids = tok(text)["input_ids"] + [tok.eos_token_id]
         with torch.no_grad():
             h = model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
