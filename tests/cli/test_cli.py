@@ -121,3 +121,27 @@ def test_txt_dir_and_stdin_sources(mistral_dir, tmp_path, capsys, monkeypatch):
         a, b, l1, l3, s1 = store.get(["a.md", "sub/b.txt", "lines:1", "lines:3", "stdin:1"])
     assert a.text.startswith("# Coffee") and b.text == "Tea is brewed from leaves."
     assert (l1.text, l3.text, s1.text) == ("first line document", "second line document", "from stdin")
+
+
+@pytest.mark.milvus
+def test_milvus_lite_through_the_cli_matches_faiss(built_index, mistral_dir, tmp_path, capsys):
+    pytest.importorskip("milvus_lite")
+    db = tmp_path / "demo.db"
+    assert main(["index", str(CORPUS), "--index", str(db), "--model", str(mistral_dir), "--max-length", "64"]) == 0
+    assert main(["info", "--index", str(db)]) == 0
+    capsys.readouterr()
+    results = {}
+    for location in (db, built_index):
+        assert main(["search", "--index", str(location), "--task", "scifact", "-k", "5", "--json",
+                     "coffee and diabetes"]) == 0
+        results[location] = json.loads(capsys.readouterr().out)["results"]
+    assert [r["id"] for r in results[db]] == [r["id"] for r in results[built_index]]
+    assert [r["score"] for r in results[db]] == pytest.approx([r["score"] for r in results[built_index]], abs=1e-5)
+    assert main(["search", "--index", str(db), "--filter", 'metadata["category"] == "travel"', "-k", "10",
+                 "--json", "city"]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]
+    assert len(hits) == 3 and {h["metadata"]["category"] for h in hits} == {"travel"}
+    other = tmp_path / "faiss.db"
+    assert main(["index", str(CORPUS), "--index", str(other), "--store", "faiss", "--model", str(mistral_dir),
+                 "--max-length", "64"]) == 0
+    assert (other / "CURRENT").is_file()  # --store overrides the .db suffix

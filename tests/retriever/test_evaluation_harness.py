@@ -182,7 +182,7 @@ def test_minilm_alias_is_a_sentence_transformers_baseline_without_instruction(sc
 
 @needs_minilm
 @pytest.mark.skipif(not (SCIFACT / "qrels" / "test.tsv").is_file(), reason=f"needs BEIR SciFact at {SCIFACT}")
-@pytest.mark.slow  # encodes 5,183 documents: ~8 CPU-minutes (about 4 min on 2 idle cores)
+# ~8 CPU-minutes (about 4 min on 2 idle cores): runs in CI, where ../shared is present
 @pytest.mark.timeout(3600)
 def test_reproduces_minilm_published_scifact_ndcg(tmp_path, monkeypatch):
     from retriever.evaluation import run_evaluation
