@@ -12,12 +12,11 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .fsutil import publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,23 +149,17 @@ def materialize_gguf(path: Path) -> Path:
         raise ModelLoadError(f"could not read GGUF file {path}: {exc}") from exc
     # The weights are already dequantised to fp32: drop the GGUF quantiser so they save as plain safetensors.
     model.hf_quantizer = None
-    for attr in ("quantization_config",):
-        if hasattr(model.config, attr):
-            delattr(model.config, attr)
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
     if hasattr(model, "is_quantized"):
         model.is_quantized = False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "e5rag_source.json").write_text(json.dumps({"gguf": str(path)}))
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():  # another process may have won the race
-            raise
-    return target
+
+    return publish_dir(target, write, complete_marker="config.json")
 
 
 def weights_dir(source: ModelSource) -> Path:

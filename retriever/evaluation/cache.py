@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 from indexers import Document
 
 from ..fingerprint import ModelFingerprint
+from ..fsutil import publish_dir
 from ..instructions import format_document
 from ..loading import cache_dir
 
@@ -83,23 +83,16 @@ class EmbeddingCache:
         if vectors.shape != (len(docs), fingerprint.dim):
             raise ValueError(f"vectors have shape {vectors.shape}, expected ({len(docs)}, {fingerprint.dim})")
         entry = self.path_for(fingerprint, docs)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        try:
+
+        def write(tmp: Path) -> None:
             np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
             (tmp / "ids.json").write_text(json.dumps([d.id for d in docs]))
             meta = {"model": fingerprint.to_dict(), "doc_format": DOC_FORMAT, "corpus_sha256": corpus_hash(docs),
                     "count": len(docs), **(extra or {})}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            if entry.exists():  # a damaged or stale entry: move it aside first (rename is atomic)
-                stale = Path(tempfile.mkdtemp(prefix=".old-", dir=self.root))
-                os.replace(entry, stale / "entry")
-                shutil.rmtree(stale, ignore_errors=True)
-            os.replace(tmp, entry)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (entry / "meta.json").is_file():  # another process may have written it first
-                raise
+
+        # an existing entry here is damaged or stale (load() refused it): replace it
+        publish_dir(entry, write, complete_marker="meta.json", replace=True)
         return entry
 
     # ------------------------------------------------------------------ resumable encoding
