@@ -19,6 +19,10 @@ COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e5rag", description="E5-style LLM embeddings: index once, ask many ways.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    # `deepspeed --module retriever ...` puts --local_rank=N before the command; ranks come from the
+    # environment (LOCAL_RANK), so the value is accepted and ignored (also after `train`).
+    parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank_top", type=int,
+                        help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"{__name__}.{name}") is None:

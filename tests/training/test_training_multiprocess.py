@@ -67,3 +67,32 @@ def test_two_processes_equal_one(make_config, tmp_path):
         assert weights.keys() == reference.keys()
         for name in reference:
             torch.testing.assert_close(weights[name], reference[name], atol=2e-4, rtol=1e-3, msg=f"{run} {name}")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_deepspeed_launcher_runs_the_cli_like_one_process(make_config, tmp_path):
+    """`deepspeed --num_accelerators 2 --module retriever train ... --deepspeed zero3`, the launcher
+    users run (it puts --local_rank=N before the command), trains what one process trains."""
+    from conftest import write_pairs  # tests/training/conftest.py
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=24, seed=7)
+    config = make_config(data=(str(data),), lora_dropout=0.0, max_steps=2, lr=1e-2, output=str(tmp_path / "one"))
+    flags = ["--data", str(data), "--model", config.model, "--max-length", str(config.max_length),
+             "--batch-size", str(config.batch_size), "--lr", str(config.lr), "--max-steps", str(config.max_steps),
+             "--lora-dropout", "0", "--no-progress", "--deepspeed", "zero3", "--output", str(tmp_path / "launched")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_accelerators", "2",
+                           "--master_port", str(_free_port()), "--module", "retriever", "train", *flags],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=570)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+    want = read_metrics(train(config).metrics)
+    got = read_metrics(tmp_path / "launched" / "metrics.jsonl")
+    assert [r["step"] for r in got] == [1, 2]
+    for a, b in zip(got, want, strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    reference, weights = _adapter(tmp_path / "one"), _adapter(tmp_path / "launched")
+    for name in reference:
+        torch.testing.assert_close(weights[name], reference[name], atol=2e-4, rtol=1e-3, msg=name)
