@@ -16,6 +16,9 @@ def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embed
     g.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on CUDA)")
+    g.add_argument("--compile", action="store_true",
+                   help="run the encoder through torch.compile: faster on CPU after a one-time compile of a "
+                        "minute or more (worth it for large corpora)")
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +43,8 @@ def store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw: dict[str, Any] = {"adapter": args.adapter, "device": args.device, "dtype": args.dtype}
+    kw: dict[str, Any] = {"adapter": args.adapter, "device": args.device, "dtype": args.dtype,
+                          "compile": bool(getattr(args, "compile", False))}
     if args.max_length is not None:
         kw["max_length"] = args.max_length
     return kw

@@ -1,0 +1,49 @@
+"""``Encoder.compile()``: the torch.compile'd inference path gives the eager vectors, leaves training
+(gradients on) eager, and falls back to eager with a warning when compilation fails."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from retriever.encoder import Encoder
+
+TEXTS = ["a short one", "a somewhat longer text about rivers and stones", "x", "alpha beta gamma " * 5]
+
+
+@pytest.mark.timeout(600)
+def test_compiled_encoder_matches_eager(llama_dir):
+    eager = Encoder.from_pretrained(llama_dir, max_length=32)  # left padding, pad token
+    compiled = Encoder.from_pretrained(llama_dir, max_length=32, compile=True)
+    want = eager.encode_query(TEXTS, task="scifact", batch_size=3)
+    got = compiled.encode_query(TEXTS, task="scifact", batch_size=3)  # two batch shapes: dynamic, no recompile
+    assert not compiled._compiled.failed
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(compiled.encode_document(TEXTS[::-1], batch_size=4), eager.encode_document(TEXTS[::-1]),
+                               atol=1e-5)
+    assert compiled.fingerprint == eager.fingerprint  # same vector space: an index accepts either
+
+    ids, mask = compiled.collate(compiled.tokenize(TEXTS)[0])
+    out = compiled.embed_tokens(ids, mask)  # gradients on: the eager model, so training still works
+    out.sum().backward()
+    assert any(p.grad is not None for p in compiled.model.parameters())
+
+
+@pytest.mark.timeout(600)
+def test_compile_failure_falls_back_to_eager(mistral_dir, monkeypatch, caplog):
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))  # a machine without a C++ compiler
+    torch._dynamo.reset()
+    eager = Encoder.from_pretrained(mistral_dir, max_length=32)
+    compiled = Encoder.from_pretrained(mistral_dir, max_length=32, compile=True)
+    with caplog.at_level(logging.WARNING, logger="retriever.compiled"):
+        got = compiled.encode_document(TEXTS)
+    torch._dynamo.reset()
+    assert compiled._compiled.failed
+    assert "torch.compile failed" in caplog.text
+    np.testing.assert_allclose(got, eager.encode_document(TEXTS), atol=1e-6)
