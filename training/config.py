@@ -122,6 +122,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     lora_layers: int | None = None
+    init_adapter: str | None = None  # start the LoRA weights from this PEFT adapter (same LoRA shape)
     seed: int = 42
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -166,6 +167,8 @@ class TrainConfig:
                "a non-empty list of module names (e.g. q_proj, v_proj)", self.lora_targets)
         for name in ("gradient_checkpointing", "progress"):
             _check(name, isinstance(getattr(self, name), bool), "true or false", getattr(self, name))
+        _check("init_adapter", self.init_adapter is None or (isinstance(self.init_adapter, str) and bool(self.init_adapter)),
+               "a PEFT adapter directory", self.init_adapter)
         _check("resume", self.resume is None or (isinstance(self.resume, str) and bool(self.resume)),
                "'latest' or a checkpoint folder", self.resume)
         _check("deepspeed", self.deepspeed is None or (isinstance(self.deepspeed, str) and bool(self.deepspeed)),

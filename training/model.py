@@ -75,12 +75,40 @@ def load_trainable_encoder(config: TrainConfig, device: torch.device) -> Encoder
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     torch.manual_seed(config.seed)  # same LoRA init on every rank and every run
     model = peft.get_peft_model(backbone, lora_config(config, num_layers))
+    if config.init_adapter is not None:
+        load_initial_adapter(model, Path(config.init_adapter))
     model.train()
     encoder.model = model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("LoRA: %d trainable parameters on %d of %d layers", trainable,
              config.lora_layers or num_layers, num_layers)
     return encoder
+
+
+def load_initial_adapter(model: torch.nn.Module, directory: Path) -> None:
+    """Copy a saved PEFT adapter's LoRA weights into ``model``'s fresh ones (warm start); the adapter
+    must have exactly this run's LoRA shape (layers, targets, rank)."""
+    from retriever.errors import InputError
+
+    weights = directory / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise InputError(f"init_adapter: {directory} is not a PEFT adapter directory (no adapter_model.safetensors)")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(weights))
+    mine = {n.replace(".default.", "."): p for n, p in model.named_parameters() if p.requires_grad}
+    if saved.keys() != mine.keys():
+        extra, missing = sorted(saved.keys() - mine.keys()), sorted(mine.keys() - saved.keys())
+        raise InputError(f"init_adapter: {directory} does not match this run's LoRA layers/targets "
+                         f"({len(missing)} of this run's LoRA weights missing, e.g. {missing[:1]}; "
+                         f"{len(extra)} unexpected, e.g. {extra[:1]}): use the same --lora-layers and --lora-targets")
+    for name, p in mine.items():
+        if saved[name].shape != p.shape:
+            raise InputError(f"init_adapter: {name} has shape {tuple(saved[name].shape)} in {directory} but "
+                             f"{tuple(p.shape)} here: use the same --lora-r")
+    with torch.no_grad():
+        for name, p in mine.items():
+            p.copy_(saved[name].to(p.dtype))
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -35,6 +35,8 @@ _HELP = {
     "lora_dropout": "LoRA dropout (default 0.1)",
     "lora_targets": "module names that get LoRA (default: q/k/v/o and gate/up/down projections)",
     "lora_layers": "put LoRA on the top N layers only: backward stops there (fast CPU training)",
+    "init_adapter": "start from this PEFT adapter's LoRA weights (same layers, rank and targets), e.g. "
+                    "retriever/default_model to refresh the default; the optimizer starts fresh",
     "seed": "seed of the LoRA init, data order and negatives (default 42)",
     "save_every": "checkpoint every N steps (default 500)",
     "keep_checkpoints": "checkpoints kept (default 2)",

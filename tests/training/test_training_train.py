@@ -106,3 +106,28 @@ def test_existing_run_needs_resume_and_the_same_options(trained):
         train(config)
     with pytest.raises(InputError, match="lr"):
         train(config.replace(resume="latest", lr=1e-3))
+
+
+def test_init_adapter_warm_starts_from_a_trained_adapter(trained, mistral_dir, pairs_file, tmp_path):
+    """--init-adapter: the run starts from the saved LoRA weights (the served encoder's loss before
+    any step is the trained adapter's, not the base's); another LoRA shape is refused clearly."""
+    from safetensors.torch import load_file
+
+    config, result = trained
+    warm = config.replace(init_adapter=str(result.adapter), output=str(tmp_path / "warm"))
+    encoder = load_trainable_encoder(warm, torch.device("cpu"))
+    saved = load_file(str(result.adapter / "adapter_model.safetensors"))
+    got = {n.replace(".default.", "."): p.detach() for n, p in encoder.model.named_parameters() if p.requires_grad}
+    assert got.keys() == saved.keys()
+    for name, tensor in saved.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0)
+    cold = load_trainable_encoder(config.replace(output=str(tmp_path / "cold")), torch.device("cpu"))
+    assert any(not torch.equal(p.detach(), got[n.replace(".default.", ".")])
+               for n, p in cold.model.named_parameters() if p.requires_grad)
+
+    with pytest.raises(InputError, match="--lora-r"):
+        load_trainable_encoder(warm.replace(lora_r=8), torch.device("cpu"))
+    with pytest.raises(InputError, match="--lora-layers"):
+        load_trainable_encoder(warm.replace(lora_layers=1), torch.device("cpu"))
+    with pytest.raises(InputError, match="no adapter_model.safetensors"):
+        load_trainable_encoder(warm.replace(init_adapter=str(tmp_path)), torch.device("cpu"))
