@@ -129,19 +129,15 @@ def load_checkpoint(checkpoint: Path, backend, info: DistInfo) -> dict[str, Any]
     """Restore weights, optimizer, scheduler and this rank's RNG. -> the saved trainer state"""
     from safetensors.torch import load_file
 
-    from .model import adapter_state_dict
+    from .model import adapter_state_dict, peft_key
 
     saved = load_file(str(checkpoint / ADAPTER / "adapter_model.safetensors"))
     # PEFT stores keys without the adapter name ("...lora_A.weight"); map them onto our parameters.
     # A DeepSpeed engine restores the module itself (from its own files in the checkpoint).
     current = {} if hasattr(backend, "engine") else adapter_state_dict(backend.peft_model)
-    adapter = {name: saved[_peft_key(name)] for name in current}
+    adapter = {name: saved[peft_key(name)] for name in current}
     backend.load_state(checkpoint, adapter)
     rng_file = checkpoint / f"rng-rank{info.rank}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return read_state(checkpoint)
-
-
-def _peft_key(name: str) -> str:
-    return name.replace(".default.", ".")

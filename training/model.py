@@ -96,7 +96,7 @@ def load_initial_adapter(model: torch.nn.Module, directory: Path) -> None:
     from safetensors.torch import load_file
 
     saved = load_file(str(weights))
-    mine = {n.replace(".default.", "."): p for n, p in model.named_parameters() if p.requires_grad}
+    mine = {peft_key(n): p for n, p in model.named_parameters() if p.requires_grad}
     if saved.keys() != mine.keys():
         extra, missing = sorted(saved.keys() - mine.keys()), sorted(mine.keys() - saved.keys())
         raise InputError(f"init_adapter: {directory} does not match this run's LoRA layers/targets "
@@ -109,6 +109,11 @@ def load_initial_adapter(model: torch.nn.Module, directory: Path) -> None:
     with torch.no_grad():
         for name, p in mine.items():
             p.copy_(saved[name].to(p.dtype))
+
+
+def peft_key(name: str) -> str:
+    """The key PEFT saves a parameter under: ``named_parameters()`` names without the adapter name."""
+    return name.replace(".default.", ".")
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

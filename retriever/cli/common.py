@@ -44,7 +44,7 @@ def store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"adapter": args.adapter, "device": args.device, "dtype": args.dtype,
-                          "compile": bool(getattr(args, "compile", False))}
+                          "compile": args.compile}
     if args.max_length is not None:
         kw["max_length"] = args.max_length
     return kw
