@@ -100,8 +100,10 @@ class Encoder:
     def compile(self) -> Encoder:
         """Run inference through ``torch.compile`` with frozen weights (faster on CPU after a one-time
         compile of a minute or more; same vectors to float tolerance). Training is unaffected: with
-        gradients on, or once ``.model`` is replaced, the eager model runs. -> self"""
-        self._compiled = CompiledForward(self.model)
+        gradients on, or once ``.model`` is replaced, the eager model runs. Calling it again on the
+        same model keeps the compiled graph. -> self"""
+        if self._compiled is None or self._compiled.model is not self.model:
+            self._compiled = CompiledForward(self.model)
         return self
 
     # ------------------------------------------------------------------ properties

@@ -100,16 +100,20 @@ def dataset_task(dataset: BeirDataset, override: str | None) -> str:
 
 
 def document_vectors(encoder: EvalEncoder, dataset: BeirDataset, cache: EmbeddingCache | None,
-                     batch_size: int = 16, chunk: int = DOC_CHUNK) -> tuple[np.ndarray, DocSource, float]:
+                     batch_size: int = 16, chunk: int = DOC_CHUNK,
+                     compile: bool = False) -> tuple[np.ndarray, DocSource, float]:
     """Corpus vectors (n, dim) float32, where they came from, and seconds this call spent.
 
     Documents are encoded ``chunk`` at a time and each finished chunk is cached, so an interrupted
-    run resumes ("resumed") rather than starting over.
+    run resumes ("resumed") rather than starting over. ``compile``: ``torch.compile`` an E5 encoder
+    first, only when documents must be encoded (a cached corpus leaves a few queries: eager is faster).
     """
     start = time.perf_counter()
     fp, docs = encoder.fingerprint, dataset.corpus
     if cache is not None and (vectors := cache.load(fp, docs)) is not None:
         return vectors, "cache", time.perf_counter() - start
+    if compile and hasattr(encoder, "compile"):
+        encoder.compile()
     parts = cache.load_chunks(fp, docs, chunk) if cache is not None else []
     resumed = bool(parts)
     if resumed:
@@ -149,15 +153,17 @@ def score_queries(encoder: EvalEncoder, dataset: BeirDataset, doc_vectors: np.nd
 
 def evaluate_dataset(encoder: EvalEncoder, dataset: BeirDataset, *, model_name: str, task: str | None = None,
                      modes: tuple[bool, ...] = (True,), k: int = 100, batch_size: int = 16,
-                     cache: EmbeddingCache | None = None) -> list[RunResult]:
+                     cache: EmbeddingCache | None = None, compile: bool = False) -> list[RunResult]:
     """One result per instruction setting in ``modes`` (True = with); documents encoded at most once.
 
-    ``task`` overrides the task the registry gives for the dataset's folder name.
+    ``task`` overrides the task the registry gives for the dataset's folder name; ``compile`` see
+    ``document_vectors``.
     """
     instructed = uses_instruction(encoder)
     modes = modes if instructed else (False,)
     definition = dataset_task(dataset, task) if any(modes) else None
-    vectors, source, doc_seconds = document_vectors(encoder, dataset, cache, batch_size)
+    vectors, source, doc_seconds = document_vectors(encoder, dataset, cache, batch_size,
+                                                       compile=compile)
     results = []
     for i, use in enumerate(modes):
         metrics, q_s, s_s = score_queries(encoder, dataset, vectors, task=definition, use_instruction=use,
@@ -182,10 +188,11 @@ def run_evaluation(config: EvalConfig, on_result: Callable[[RunResult], None] | 
     results: list[RunResult] = []
     for model in config.models:
         encoder, name = load_eval_encoder(model, adapter=config.adapter, max_length=config.max_length,
-                                          device=config.device, compile=config.compile)
+                                          device=config.device)
         for dataset in datasets:
             for result in evaluate_dataset(encoder, dataset, model_name=name, task=config.task, modes=modes,
-                                           k=config.k, batch_size=config.batch_size, cache=cache):
+                                           k=config.k, batch_size=config.batch_size, cache=cache,
+                                           compile=config.compile):
                 results.append(result)
                 if on_result is not None:
                     on_result(result)

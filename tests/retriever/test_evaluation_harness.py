@@ -15,6 +15,7 @@ from test_evaluation_beir import CORPUS, write_beir
 from retriever.errors import InputError
 from retriever.evaluation import EmbeddingCache, EvalConfig, evaluate_dataset, evaluate_run, load_beir
 from retriever.evaluation.exact import build_run, exact_topk
+from retriever.evaluation.harness import document_vectors
 from retriever.evaluation.report import format_table, report_dict
 from retriever.tasks import get_task
 
@@ -63,6 +64,20 @@ def test_cache_makes_a_second_task_encode_only_the_queries(tiny_encoder, scifact
     assert [r.instruction for r in second] == [True, False]
 
 
+@pytest.mark.timeout(600)
+def test_compile_is_spent_only_when_documents_are_encoded(tiny_encoder, scifact_tiny, tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    eager = evaluate_dataset(tiny_encoder, scifact_tiny, model_name="tiny", k=10, cache=cache)
+    cached = evaluate_dataset(tiny_encoder, scifact_tiny, model_name="tiny", k=10, cache=cache, compile=True)
+    assert cached[0].doc_source == "cache"
+    assert tiny_encoder._compiled is None  # a cached corpus leaves only queries: no compile for them
+    assert cached[0].metrics == pytest.approx(eager[0].metrics)
+
+    vectors, source, _ = document_vectors(tiny_encoder, scifact_tiny, None, compile=True)
+    assert source == "encoded" and tiny_encoder._compiled is not None and not tiny_encoder._compiled.failed
+    np.testing.assert_allclose(vectors, cache.load(tiny_encoder.fingerprint, scifact_tiny.corpus), atol=1e-5)
+
+
 def test_results_equal_a_direct_computation(tiny_encoder, scifact_tiny, tmp_path):
     cache = EmbeddingCache(tmp_path / "cache")
     results = evaluate_dataset(tiny_encoder, scifact_tiny, model_name="tiny", modes=(True, False), k=10, cache=cache)
@@ -99,8 +114,6 @@ def test_a_damaged_cache_entry_is_re_encoded(tiny_encoder, scifact_tiny, tmp_pat
 
 
 def test_an_interrupted_corpus_encode_resumes_from_its_last_chunk(tiny_encoder, scifact_tiny, tmp_path):
-    from retriever.evaluation.harness import document_vectors
-
     cache, spy = EmbeddingCache(tmp_path / "cache"), SpyEncoder(tiny_encoder)
     recording_encode = tiny_encoder.encode
 
