@@ -59,6 +59,22 @@ def flops_per_token(model: torch.nn.Module, mean_len: float) -> float:
     return 2 * params + 4 * cfg.num_hidden_layers * cfg.hidden_size * mean_len
 
 
+def op_breakdown(fn) -> dict[str, float]:
+    """Seconds of self CPU time in one call of ``fn``, by kind: matmul, attention, other (element-wise,
+    copies, norms; everything that is not a GEMM)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    kinds = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        name = event.key
+        kind = ("matmul" if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+                else "attention" if "attention" in name else "other")
+        kinds[kind] += event.self_cpu_time_total / 1e6
+    return kinds
+
+
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up (and, for a compiled encoder, the compile)
     times = []
@@ -78,6 +94,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time e5rag with Encoder.compile()")
+    ap.add_argument("--profile", action="store_true",
+                    help="also split e5rag's eager time into matmul / attention / other (torch.profiler)")
     args = ap.parse_args()
 
     from sentence_transformers import SentenceTransformer, models
@@ -123,6 +141,15 @@ def main() -> None:
     print(f"fp32 matmul {gflops:.0f} GFLOP/s -> ceiling {ceiling:.0f} tokens/s "
           f"({flops_per_token(enc.model, mean_len) / 1e6:.0f} MFLOP/token)")
     print(f"mean cosine(e5rag, s-t) on 8 texts: {agree:.4f} (s-t appends no EOS, so not 1.0)")
+    if args.profile:
+        kinds = op_breakdown(lambda: enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False))
+        total = sum(kinds.values())
+        emb = sum(p.numel() for n, p in enc.model.named_parameters() if "embed_tokens" in n)
+        mm_flops = 2 * (sum(p.numel() for p in enc.model.parameters()) - emb) * tokens
+        print("eager time by kind (torch.profiler, self CPU): " +
+              ", ".join(f"{k} {v / total:.0%}" for k, v in kinds.items()) +
+              f"; matmuls at {mm_flops / kinds['matmul'] / 1e9:.0f} GFLOP/s "
+              f"({mm_flops / kinds['matmul'] / 1e9 / gflops:.0%} of the measured peak)")
     if args.compile:
         print(f"compile: first batch {compile_s:.0f} s (one-time); max |compiled - eager| on 8 texts {diff:.1e}")
 
