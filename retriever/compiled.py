@@ -33,6 +33,7 @@ class CompiledForward:
             return self._compiled(**inputs)
         except Exception as exc:  # inductor needs a C++ compiler on CPU; anything else is its bug, not the input's
             self.failed = True
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             log.warning("torch.compile failed (%s: %s); encoding continues without it",
-                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                        type(exc).__name__, " | ".join(lines[:3])[:300])
             return self.model(**inputs)

@@ -33,15 +33,16 @@ def test_compiled_encoder_matches_eager(llama_dir):
 
 
 @pytest.mark.timeout(600)
-def test_compile_failure_falls_back_to_eager(mistral_dir, monkeypatch, caplog):
+def test_compile_failure_falls_back_to_eager(mistral_dir, caplog):
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor, "fx_graph_cache", False)
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))  # a machine without a C++ compiler
     torch._dynamo.reset()
     eager = Encoder.from_pretrained(mistral_dir, max_length=32)
     compiled = Encoder.from_pretrained(mistral_dir, max_length=32, compile=True)
-    with caplog.at_level(logging.WARNING, logger="retriever.compiled"):
+    # a machine without a C++ compiler; config.patch restores inductor's settings (monkeypatch's undo
+    # would delete them from torch's config module and break every later compile in the session)
+    with inductor.patch({"fx_graph_cache": False, "cpp.cxx": ("/nonexistent/c++",)}), \
+            caplog.at_level(logging.WARNING, logger="retriever.compiled"):
         got = compiled.encode_document(TEXTS)
     torch._dynamo.reset()
     assert compiled._compiled.failed
