@@ -52,11 +52,14 @@ def matmul_gflops(seconds: float = 3.0) -> float:
     return best
 
 
+def non_embedding_params(model: torch.nn.Module) -> int:
+    emb = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n)
+    return sum(p.numel() for p in model.parameters()) - emb
+
+
 def flops_per_token(model: torch.nn.Module, mean_len: float) -> float:
     cfg = model.config
-    emb = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n)
-    params = sum(p.numel() for p in model.parameters()) - emb
-    return 2 * params + 4 * cfg.num_hidden_layers * cfg.hidden_size * mean_len
+    return 2 * non_embedding_params(model) + 4 * cfg.num_hidden_layers * cfg.hidden_size * mean_len
 
 
 def op_breakdown(fn) -> dict[str, float]:
@@ -144,8 +147,7 @@ def main() -> None:
     if args.profile:
         kinds = op_breakdown(lambda: enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False))
         total = sum(kinds.values())
-        emb = sum(p.numel() for n, p in enc.model.named_parameters() if "embed_tokens" in n)
-        mm_flops = 2 * (sum(p.numel() for p in enc.model.parameters()) - emb) * tokens
+        mm_flops = 2 * non_embedding_params(enc.model) * tokens
         print("eager time by kind (torch.profiler, self CPU): " +
               ", ".join(f"{k} {v / total:.0%}" for k, v in kinds.items()) +
               f"; matmuls at {mm_flops / kinds['matmul'] / 1e9:.0f} GFLOP/s "

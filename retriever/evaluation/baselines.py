@@ -131,7 +131,7 @@ def is_baseline(model: str | None) -> bool:
 
 
 def load_eval_encoder(model: str | None, *, adapter: str | None = None, max_length: int | None = None,
-                      device: str | None = None, compile: bool = False) -> tuple[EvalEncoder, str]:
+                      device: str | None = None) -> tuple[EvalEncoder, str]:
     """(encoder, display name) for ``--model``: None = embedded default, an ST dir/alias, or E5 model."""
     if model is not None and model.strip().lower() in MINILM_ALIASES:
         path: Path | None = minilm_path()
@@ -147,8 +147,7 @@ def load_eval_encoder(model: str | None, *, adapter: str | None = None, max_leng
     from ..encoder import Encoder
 
     enc: Encoder = Encoder.from_pretrained(model, adapter=adapter, device=device,
-                                           max_length=max_length if max_length is not None else 512,
-                                           compile=compile)
+                                           max_length=max_length if max_length is not None else 512)
     if adapter is not None:
         name = f"{name} + {Path(adapter).name}"
     elif model is None and enc.fingerprint.adapter is not None:
