@@ -16,6 +16,7 @@ import torch
 
 from .compiled import CompiledForward
 from .device import pick_device, pick_dtype
+from .eos_forward import eos_hidden, supports_eos_forward
 from .errors import InputError, ModelLoadError
 from .fingerprint import ModelFingerprint
 from .instructions import format_document, format_queries
@@ -58,14 +59,17 @@ class Encoder:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
-        self.padding_side: PaddingSide = padding_side or getattr(tokenizer, "padding_side", "right") or "right"
+        # Right padding by default whatever the tokenizer says (its side matters for generation, not
+        # here): right-padded batches take the EOS-only forward (see ``eos_forward``).
+        self.padding_side: PaddingSide = padding_side or "right"
         self.pad_id = pad_id_of(tokenizer)
         self._base_identity = base_identity
         self._adapter_identity = adapter_identity
         # Where the weights came from, so an index can load the same model again (set by from_pretrained).
         self.source: str | None = None
         self.adapter_path: str | None = None
-        self._compiled: CompiledForward | None = None
+        self._compiled: CompiledForward | None = None  # the model's forward
+        self._compiled_eos: CompiledForward | None = None  # eos_hidden over the model
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -103,7 +107,9 @@ class Encoder:
         gradients on, or once ``.model`` is replaced, the eager model runs. Calling it again on the
         same model keeps the compiled graph. -> self"""
         if self._compiled is None or self._compiled.model is not self.model:
-            self._compiled = CompiledForward(self.model)
+            model = self.model
+            self._compiled = CompiledForward(model)
+            self._compiled_eos = CompiledForward(lambda ids, lengths: eos_hidden(model, ids, lengths), model)
         return self
 
     # ------------------------------------------------------------------ properties
@@ -133,15 +139,26 @@ class Encoder:
 
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised embeddings, differentiable. (batch, seq) int64 x2 -> (batch, dim) float32"""
-        input_ids = input_ids.to(self.device)
-        attention_mask = attention_mask.to(self.device)
-        forward = self.model
-        if self._compiled is not None and self._compiled.model is self.model:
-            forward = self._compiled  # eager itself when gradients are on
+        return l2_normalize(self.eos_states(input_ids.to(self.device), attention_mask.to(self.device)))
+
+    def eos_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Un-normalised final hidden state at each row's last real token. -> (batch, dim), model dtype
+
+        Inference (eval mode, no gradients) on a right-padded batch of a supported architecture takes
+        ``eos_hidden``, which skips the padding mask and computes the last layer at the EOS only;
+        everything else (training, left padding) runs the model's own forward and pools.
+        """
+        compiled = self._compiled is not None and self._compiled.model is self.model
+        lengths = attention_mask.sum(dim=1)
+        if (not torch.is_grad_enabled() and not self.model.training
+                and supports_eos_forward(self.model, input_ids.shape[1]) and _right_padded(attention_mask, lengths)):
+            forward = self._compiled_eos if compiled else (lambda ids, n: eos_hidden(self.model, ids, n))
+            return forward(input_ids, lengths)
+        forward = self._compiled if compiled else self.model  # the compiled one is eager when gradients are on
         out = forward(input_ids=input_ids, attention_mask=attention_mask,
                       position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return l2_normalize(last_token_pool(hidden, attention_mask))
+        return last_token_pool(hidden, attention_mask)
 
     def encode(self, texts: Sequence[str], batch_size: int = 16, show_progress_bar: bool | None = None) -> np.ndarray:
         """Embed texts exactly as given. -> (n, dim) float32, L2-normalised, in input order.
@@ -196,6 +213,12 @@ class Encoder:
         else:
             tasks = [resolve_task(t) for t in task]
         return self.encode(format_queries(tasks, texts), batch_size=batch_size, show_progress_bar=show_progress_bar)
+
+
+def _right_padded(attention_mask: torch.Tensor, lengths: torch.Tensor) -> bool:
+    """Every row is ``lengths[row]`` ones followed by zeros."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return bool(torch.equal(attention_mask.bool(), positions[None, :] < lengths[:, None]))
 
 
 def _apply_adapter(model: torch.nn.Module, adapter_dir: Path, *, merge: bool) -> torch.nn.Module:

@@ -16,12 +16,16 @@ TEXTS = ["a short one", "a somewhat longer text about rivers and stones", "x", "
 
 @pytest.mark.timeout(600)
 def test_compiled_encoder_matches_eager(llama_dir):
-    eager = Encoder.from_pretrained(llama_dir, max_length=32)  # left padding, pad token
+    eager = Encoder.from_pretrained(llama_dir, max_length=32)  # pad token; right padding: the EOS-only forward
     compiled = Encoder.from_pretrained(llama_dir, max_length=32, compile=True)
     want = eager.encode_query(TEXTS, task="scifact", batch_size=3)
     got = compiled.encode_query(TEXTS, task="scifact", batch_size=3)  # two batch shapes: dynamic, no recompile
-    assert not compiled._compiled.failed
+    assert not compiled._compiled_eos.failed
     np.testing.assert_allclose(got, want, atol=1e-5)
+    compiled.padding_side = "left"  # the model's own forward, compiled
+    np.testing.assert_allclose(compiled.encode_query(TEXTS, task="scifact", batch_size=3), want, atol=1e-5)
+    assert not compiled._compiled.failed
+    compiled.padding_side = "right"
     np.testing.assert_allclose(compiled.encode_document(TEXTS[::-1], batch_size=4), eager.encode_document(TEXTS[::-1]),
                                atol=1e-5)
     assert compiled.fingerprint == eager.fingerprint  # same vector space: an index accepts either
@@ -45,6 +49,6 @@ def test_compile_failure_falls_back_to_eager(mistral_dir, caplog):
             caplog.at_level(logging.WARNING, logger="retriever.compiled"):
         got = compiled.encode_document(TEXTS)
     torch._dynamo.reset()
-    assert compiled._compiled.failed
+    assert compiled._compiled_eos.failed
     assert "torch.compile failed" in caplog.text
     np.testing.assert_allclose(got, eager.encode_document(TEXTS), atol=1e-6)
