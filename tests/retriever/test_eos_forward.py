@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import build_model
 from transformers import AutoModel, MistralConfig, Qwen2Config
 
 from retriever.encoder import Encoder
 from retriever.eos_forward import eos_hidden, supports_eos_forward
 from retriever.pooling import last_token_pool
-from tiny_models import build_model
 
 LENGTHS = [7, 3, 11, 1, 9]
 
