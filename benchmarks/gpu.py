@@ -123,6 +123,23 @@ def throughput(enc, texts, batch_size: int, repeats: int, st=None) -> dict:
     return {"tokens": tokens, "mean_len": tokens / len(texts), "rows": rows}
 
 
+def compiled_check(enc, texts, batch_size: int, repeats: int) -> dict:
+    """``Encoder.compile()`` on this device: one-time compile, then its speed and its distance from eager."""
+    device = enc.device
+    enc.padding_side = "right"
+    eager = enc.encode(texts[:64], batch_size=16, show_progress_bar=False)
+    enc.compile()
+    start = time.perf_counter()
+    got = enc.encode(texts[:64], batch_size=16, show_progress_bar=False)
+    first = time.perf_counter() - start
+    tokens = sum(len(s) for s in enc.tokenize(texts)[0])
+    secs = timed(lambda: (enc.encode(texts, batch_size=batch_size, show_progress_bar=False), sync(device)), repeats)
+    failed = enc._compiled_eos.failed
+    enc._compiled = enc._compiled_eos = None  # back to eager for whatever runs next
+    return {"first_call_s": first, "min_cos_vs_eager": min_cosine(got, eager), "failed": failed,
+            "tokens_per_s": tokens / secs, "seconds": secs}
+
+
 def sentence_transformer(model, tokenizer, directory: Path, max_length: int, device, dtype):
     from sentence_transformers import SentenceTransformer, models
 
@@ -156,6 +173,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny shapes and few texts (to check the script)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["7b", "train"])
+    ap.add_argument("--compile", action="store_true", help="also time Encoder.compile() at the small shape")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
 
@@ -187,6 +205,9 @@ def main() -> None:
     report["throughput_small"] = throughput(enc, texts, batch_size=64, repeats=args.repeats, st=st)
     report["throughput_small"]["flops_per_token"] = flops_per_token(small, report["throughput_small"]["mean_len"])
     print("small", json.dumps(report["throughput_small"]), flush=True)
+    if args.compile:
+        report["compiled_small"] = compiled_check(enc, texts, batch_size=64, repeats=args.repeats)
+        print("compiled", json.dumps(report["compiled_small"]), flush=True)
     del st, enc, small
     if device.type == "cuda":
         torch.cuda.empty_cache()
