@@ -37,7 +37,7 @@ MISTRAL_7B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=3
                   rms_norm_eps=1e-5)
 
 
-def bf16_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
+def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
     """Measured dense matmul rate in the serving dtype (bf16 on CUDA, fp32 on CPU)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -98,34 +98,33 @@ def numerics(model32, tokenizer, texts, max_length: int, batch_size: int) -> dic
             **{f"{k}_{name}": v for name in ("fp32", "bf16") for k, v in out[name].items() if k != "vectors"}}
 
 
+def rate(fn, tokens: int, device: torch.device, repeats: int) -> dict:
+    """Best-of-``repeats`` tokens/s of ``fn`` (synchronised on CUDA) and its peak GPU memory."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    secs = timed(lambda: (fn(), sync(device)), repeats)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    return {"tokens_per_s": tokens / secs, "seconds": secs, "peak_gib": peak}
+
+
 def throughput(enc, texts, batch_size: int, repeats: int, st=None) -> dict:
-    device = enc.device
-    seqs, _ = enc.tokenize(texts)
-    tokens = sum(len(s) for s in seqs)
+    """e5rag's EOS-only forward (right padding), its full forward (left padding), optionally s-t."""
+    tokens = sum(len(s) for s in enc.tokenize(texts)[0])
+    encode = lambda: enc.encode(texts, batch_size=batch_size, show_progress_bar=False)  # noqa: E731
     rows = {}
-
-    def run(fn):
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        secs = timed(lambda: (fn(), sync(device)), repeats)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-        return {"tokens_per_s": tokens / secs, "seconds": secs, "peak_gib": peak}
-
-    enc.padding_side = "right"
-    rows["e5rag (EOS-only forward)"] = run(lambda: enc.encode(texts, batch_size=batch_size, show_progress_bar=False))
-    enc.padding_side = "left"
-    rows["e5rag (full forward + mask)"] = run(lambda: enc.encode(texts, batch_size=batch_size,
-                                                                 show_progress_bar=False))
+    for side, name in (("right", "e5rag (EOS-only forward)"), ("left", "e5rag (full forward + mask)")):
+        enc.padding_side = side
+        rows[name] = rate(encode, tokens, enc.device, repeats)
     enc.padding_side = "right"
     if st is not None:
-        rows["sentence-transformers (lasttoken)"] = run(lambda: st.encode(
-            texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True))
+        rows["sentence-transformers (lasttoken)"] = rate(lambda: st.encode(
+            texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True),
+            tokens, enc.device, repeats)
     return {"tokens": tokens, "mean_len": tokens / len(texts), "rows": rows}
 
 
 def compiled_check(enc, texts, batch_size: int, repeats: int) -> dict:
     """``Encoder.compile()`` on this device: one-time compile, then its speed and its distance from eager."""
-    device = enc.device
     enc.padding_side = "right"
     eager = enc.encode(texts[:64], batch_size=16, show_progress_bar=False)
     enc.compile()
@@ -133,11 +132,10 @@ def compiled_check(enc, texts, batch_size: int, repeats: int) -> dict:
     got = enc.encode(texts[:64], batch_size=16, show_progress_bar=False)
     first = time.perf_counter() - start
     tokens = sum(len(s) for s in enc.tokenize(texts)[0])
-    secs = timed(lambda: (enc.encode(texts, batch_size=batch_size, show_progress_bar=False), sync(device)), repeats)
+    row = rate(lambda: enc.encode(texts, batch_size=batch_size, show_progress_bar=False), tokens, enc.device, repeats)
     failed = enc._compiled_eos.failed
     enc._compiled = enc._compiled_eos = None  # back to eager for whatever runs next
-    return {"first_call_s": first, "min_cos_vs_eager": min_cosine(got, eager), "failed": failed,
-            "tokens_per_s": tokens / secs, "seconds": secs}
+    return {"first_call_s": first, "min_cos_vs_eager": min_cosine(got, eager), "failed": failed, **row}
 
 
 def sentence_transformer(model, tokenizer, directory: Path, max_length: int, device, dtype):
@@ -190,7 +188,7 @@ def main() -> None:
     import transformers
 
     report["transformers"] = transformers.__version__
-    report["peak_tflops"] = bf16_tflops(device, n=1024 if args.quick else 8192)
+    report["peak_tflops"] = matmul_tflops(device, n=1024 if args.quick else 8192)
     print(json.dumps({k: report[k] for k in ("date", "torch", "transformers", "device", "peak_tflops")}), flush=True)
 
     small32 = build_backbone("small", args.tokenizer, device, torch.float32, args.quick)

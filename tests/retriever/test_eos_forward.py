@@ -11,19 +11,15 @@ from transformers import AutoModel, MistralConfig, Qwen2Config
 from retriever.encoder import Encoder
 from retriever.eos_forward import eos_hidden, supports_eos_forward
 from retriever.pooling import last_token_pool
+from retriever.tokenization import pad_batch
 
 LENGTHS = [7, 3, 11, 1, 9]
 
 
-def right_padded_batch(vocab: int, lengths=LENGTHS, pad_id: int = 0, seed: int = 0):
+def right_padded_batch(vocab: int, lengths=LENGTHS, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.full((len(lengths), width), pad_id, dtype=torch.int64)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        ids[row, :n] = torch.randint(3, vocab, (n,), generator=gen)
-        mask[row, :n] = 1
-    return ids, mask
+    seqs = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
+    return pad_batch(seqs, pad_id=0, side="right")
 
 
 def qwen2_backbone():
