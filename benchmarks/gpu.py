@@ -153,7 +153,8 @@ def training_check(model_dir: Path, device: torch.device, quick: bool) -> dict:
     out = Path(tempfile.mkdtemp()) / "train.json"
     cmd = [sys.executable, str(Path(__file__).parent / "train.py"), "--model", str(model_dir), "--device",
            str(device), "--batch-sizes", *(["4"] if quick else ["32", "128"]), "--chunk-size",
-           "4" if quick else "32", "--steps", "2" if quick else "3", "--max-length", "160", "--out", str(out)]
+           "4" if quick else "32", "--steps", "2" if quick else "5", "--warmup", "1" if quick else "3",
+           "--max-length", "160", "--out", str(out)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     result = {"command": " ".join(cmd[1:]), "rc": proc.returncode, "seconds": time.perf_counter() - start,

@@ -2,7 +2,8 @@
 
 Each (batch size, GradCache on/off) point is a short real ``training.train`` run in its own
 subprocess (so peak memory is that point's alone); the table is printed and written as JSON.
-Tokens/s is the median over the measured steps (the first step, warm-up, is dropped); peak
+Tokens/s is the median over the measured steps (the first ``--warmup`` steps are dropped: 1 suits
+CPU; on a GPU the next steps still run slow, so use 3 there, as ``benchmarks/gpu.py`` does); peak
 memory is the CUDA allocator peak, or on CPU the process's peak resident set (weights included).
 
 Examples:
@@ -62,7 +63,7 @@ def run_point(args: argparse.Namespace, model: str | None, data: Path, batch: in
     """One short training run in a subprocess; -> its measurements."""
     out = workdir / f"b{batch}-{'gc' + str(chunk) if chunk else 'plain'}"
     config = {"data": [str(data)], "output": str(out), "model": model, "max_length": args.max_length,
-              "batch_size": batch, "max_steps": args.steps + 1, "gradcache_chunk_size": chunk,
+              "batch_size": batch, "max_steps": args.warmup + args.steps, "gradcache_chunk_size": chunk,
               "lora_layers": args.lora_layers, "gradient_checkpointing": args.gradient_checkpointing,
               "save_every": 10**9, "progress": False, "device": args.device}
     code = ("import json, sys; from training.config import TrainConfig; from training.trainer import train; "
@@ -73,7 +74,7 @@ def run_point(args: argparse.Namespace, model: str | None, data: Path, batch: in
         return {"batch_size": batch, "gradcache_chunk": chunk, "error": proc.stderr.strip().splitlines()[-1]}
     from training.metrics import read_metrics
 
-    rows = read_metrics(out / "metrics.jsonl")[1:]  # drop the warm-up step
+    rows = read_metrics(out / "metrics.jsonl")[args.warmup:]  # drop the warm-up steps
     return {"batch_size": batch, "gradcache_chunk": chunk,
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
             "step_time_s": statistics.median(r["step_time_s"] for r in rows),
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="training JSONL (default: generated text)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--chunk-size", type=int, default=4, help="GradCache chunk (texts per forward)")
-    p.add_argument("--steps", type=int, default=3, help="measured steps per point (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=3, help="measured steps per point (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps first (3 on a GPU)")
     p.add_argument("--max-length", type=int, default=160)
     p.add_argument("--query-words", type=int, default=12)
     p.add_argument("--passage-words", type=int, default=90)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="e5rag-bench-train-") as tmp:
         workdir = Path(tmp)
         model = resolve_model(args.model, workdir)
-        rows_needed = max(args.batch_sizes) * (args.steps + 1)
+        rows_needed = max(args.batch_sizes) * (args.warmup + args.steps)
         data = Path(args.data) if args.data else synthetic_pairs(workdir / "pairs.jsonl", rows_needed,
                                                                  args.query_words, args.passage_words)
         results = []
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['tokens_per_s']:9.0f} tok/s  {r['step_time_s']:7.2f} s/step  {r['peak_memory_mb']:8.0f} MiB peak"
                     if "error" not in r else f"error: {r['error']}"), flush=True)
     report = {"model": args.model, "max_length": args.max_length, "lora_layers": args.lora_layers,
-              "gradient_checkpointing": args.gradient_checkpointing, "results": results}
+              "gradient_checkpointing": args.gradient_checkpointing, "warmup_steps": args.warmup,
+              "measured_steps": args.steps, "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
