@@ -34,6 +34,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import load_sources
 from .gradcache import gradcache_step, plain_step, tokenize_batch
+from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
 from .metrics import MetricsLog, peak_memory_mb, reset_peak_memory
 from .model import load_trainable_encoder, save_adapter, training_device
 from .sampler import BatchPlan, make_batch
@@ -116,7 +117,14 @@ def train(config: TrainConfig) -> TrainResult:
     last_loss = None
     try:
         for step in range(start, steps):
-            row = _train_step(config, encoder, backend, sources, plan, step, info, device)
+            try:
+                row = _train_step(config, encoder, backend, sources, plan, step, info, device)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                latest = list_checkpoints(output)
+                raise TrainingOutOfMemoryError(out_of_memory_advice(
+                    config, step + 1, steps, str(device), latest[-1] if latest else None, exc)) from exc
             last_loss = row["loss"]
             if metrics is not None and ((step + 1) % config.log_every == 0 or step + 1 == steps):
                 metrics.write(row)
