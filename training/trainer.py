@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import load_sources
 from .gradcache import gradcache_step, plain_step, tokenize_batch
+from .interrupt import StopRequest, TrainingStopped
 from .memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
 from .metrics import MetricsLog, peak_memory_mb, reset_peak_memory
 from .model import load_trainable_encoder, save_adapter, training_device
@@ -116,22 +118,27 @@ def train(config: TrainConfig) -> TrainResult:
                unit="step", mininterval=1.0)
     last_loss = None
     try:
-        for step in range(start, steps):
-            try:
-                row = _train_step(config, encoder, backend, sources, plan, step, info, device)
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not is_out_of_memory(exc):
+        with StopRequest() as stop:
+            for step in range(start, steps):
+                try:
+                    row = _train_step(config, encoder, backend, sources, plan, step, info, device, stop.requested)
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    _explain_out_of_memory(exc, config, step, steps, device)
                     raise
-                latest = list_checkpoints(output)
-                raise TrainingOutOfMemoryError(out_of_memory_advice(
-                    config, step + 1, steps, str(device), latest[-1] if latest else None, exc)) from exc
-            last_loss = row["loss"]
-            if metrics is not None and ((step + 1) % config.log_every == 0 or step + 1 == steps):
-                metrics.write(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if (step + 1) % config.save_every == 0 and step + 1 < steps:
-                save_checkpoint(output, step + 1, backend, {"config": config.to_dict()}, info, config.keep_checkpoints)
+                stopping = row.pop("stop_requested")
+                last_loss = row["loss"]
+                if metrics is not None and ((step + 1) % config.log_every == 0 or step + 1 == steps):
+                    metrics.write(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+                if step + 1 < steps and ((step + 1) % config.save_every == 0 or stopping):
+                    checkpoint = save_checkpoint(output, step + 1, backend, {"config": config.to_dict()}, info,
+                                                 config.keep_checkpoints)
+                    if stopping:
+                        signame = signal.Signals(stop.signum).name if stop.signum else "a signal on another rank"
+                        raise TrainingStopped(f"stopped by {signame} after step {step + 1} of {steps}; checkpoint "
+                                              f"{checkpoint}: continue with --resume latest and the same flags",
+                                              stop.signum or signal.SIGTERM, str(checkpoint))
         adapter = _export_adapter(config, backend, info)
     finally:
         bar.close()
@@ -140,10 +147,20 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(output, adapter, output / "metrics.jsonl", steps, last_loss, tuple(list_checkpoints(output)))
 
 
+def _explain_out_of_memory(exc: BaseException, config: TrainConfig, step: int, steps: int,
+                           device: torch.device) -> None:
+    """Raise ``TrainingOutOfMemoryError`` (with the flags to change) if ``exc`` is an allocation failure."""
+    if is_out_of_memory(exc):
+        latest = list_checkpoints(config.output)
+        raise TrainingOutOfMemoryError(out_of_memory_advice(
+            config, step + 1, steps, str(device), latest[-1] if latest else None, exc)) from exc
+
+
 def _train_step(config: TrainConfig, encoder, backend, sources, plan: BatchPlan, step: int,
-                info: dist.DistInfo, device: torch.device) -> dict:
+                info: dist.DistInfo, device: torch.device, stop_requested: bool = False) -> dict:
     """One optimizer step. -> its metrics row (tokens summed over ranks; loss, in-batch accuracy and
-    cosines averaged over ranks, each rank scoring its own batch for the latter two)"""
+    cosines averaged over ranks, each rank scoring its own batch for the latter two) and
+    ``stop_requested``: whether any rank was asked to stop (so all ranks stop at the same step)"""
     batch = make_batch(sources, plan, step, config.hard_negatives)
     tokens = tokenize_batch(encoder, batch.shard(info.rank, info.world_size))
     lr = backend.lr
@@ -156,10 +173,11 @@ def _train_step(config: TrainConfig, encoder, backend, sources, plan: BatchPlan,
         loss, stats = plain_step(encoder, tokens, config.temperature, backend.backward)
     grad_norm = backend.step()
     elapsed = time.perf_counter() - t0
-    loss_sum, token_sum, peak, cut, *stat_sums = dist.all_reduce_sum(
-        [float(loss), tokens.num_tokens, peak_memory_mb(device), tokens.truncated, *stats.values()])
+    loss_sum, token_sum, peak, cut, stops, *stat_sums = dist.all_reduce_sum(
+        [float(loss), tokens.num_tokens, peak_memory_mb(device), tokens.truncated, float(stop_requested),
+         *stats.values()])
     return {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4), "source": sources[batch.source].name,
             "loss": loss_sum / info.world_size, "lr": lr, "grad_norm": grad_norm, "tokens": int(token_sum),
             "truncated_texts": int(cut), **{k: v / info.world_size for k, v in zip(stats, stat_sums, strict=True)},
             "tokens_per_s": token_sum / elapsed, "step_time_s": elapsed,
-            "peak_memory_mb": peak / info.world_size, "time": time.time()}
+            "peak_memory_mb": peak / info.world_size, "time": time.time(), "stop_requested": stops > 0}

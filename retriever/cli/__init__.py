@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except (E5RagError, StoreError) as exc:
         print(f"e5rag: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("e5rag: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a clean stop (training's TrainingStopped) says where it left off
+        print(f"e5rag: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 128 + int(getattr(exc, "signum", 2))
     except BrokenPipeError:
         return 0
 

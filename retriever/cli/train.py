@@ -38,7 +38,7 @@ _HELP = {
     "init_adapter": "start from this PEFT adapter's LoRA weights (same layers, rank and targets), e.g. "
                     "retriever/default_model to refresh the default; the optimizer starts fresh",
     "seed": "seed of the LoRA init, data order and negatives (default 42)",
-    "save_every": "checkpoint every N steps (default 500)",
+    "save_every": "checkpoint every N steps (default 500; Ctrl-C or SIGTERM also checkpoints, after the step)",
     "keep_checkpoints": "checkpoints kept (default 2)",
     "log_every": "write a metrics line every N steps (default 1)",
     "resume": "continue the run in --output from its latest checkpoint (or from the checkpoint folder given)",
