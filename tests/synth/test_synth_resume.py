@@ -46,7 +46,7 @@ def _kill_after(proc: subprocess.Popen, out: Path, rows: int, limit_s: float = 3
 
 def test_sigkill_and_restart_gives_exactly_n_unique_valid_rows(tmp_path, fake_openai):
     fake, url = fake_openai
-    fake.delay_s = 0.05
+    fake.delay_s = 0.1  # 40 replies a second at most: the poller below sees each kill point on a loaded host
     fake.script.extend(["malformed", "dup", "good", "dup", "fenced", "500", "good", "dup"] * 6)
     out, n = tmp_path / "data.jsonl", 60
     logs = [_kill_after(_start(url, out, n), out, 10)]
