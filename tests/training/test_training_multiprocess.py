@@ -96,3 +96,64 @@ def test_deepspeed_launcher_runs_the_cli_like_one_process(make_config, tmp_path)
     reference, weights = _adapter(tmp_path / "one"), _adapter(tmp_path / "launched")
     for name in reference:
         torch.testing.assert_close(weights[name], reference[name], atol=2e-4, rtol=1e-3, msg=name)
+
+
+def _worker_pids(parent: int) -> dict[int, int]:
+    """LOCAL_RANK -> pid of the launcher's worker processes (read from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        rank = [v for v in environ if v.startswith(b"LOCAL_RANK=")]
+        if ppid == parent and rank:
+            found[int(rank[0].split(b"=")[1])] = int(entry.name)
+    return found
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(make_config, tmp_path):
+    """SIGTERM to rank 1 only: the stop request is summed over ranks with the step's metrics, so both
+    ranks write one checkpoint of the same step together and exit 143; nothing hangs."""
+    import json
+    import signal
+    import time
+
+    from training.checkpoint import list_checkpoints
+
+    config = make_config(max_steps=400, output=str(tmp_path / "run"))
+    flags = ["--data", config.data[0].path, "--model", config.model, "--max-length", str(config.max_length),
+             "--batch-size", str(config.batch_size), "--max-steps", str(config.max_steps), "--save-every", "1000",
+             "--no-progress", "--output", config.output]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(_free_port()), "-m", "retriever", "train", *flags],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _worker_pids(proc.pid)
+        assert proc.poll() is None and set(workers) == {0, 1}, proc.stderr.read()[-3000:] if proc.poll() else workers
+        os.kill(workers[1], signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    checkpoints = list_checkpoints(config.output)
+    assert len(checkpoints) == 1, stderr[-3000:]
+    step = int(checkpoints[0].name.split("-")[1])
+    assert 3 <= step < config.max_steps
+    assert {p.name for p in checkpoints[0].glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    assert json.loads((checkpoints[0] / "trainer_state.json").read_text())["world_size"] == 2
+    # rank 1 was signalled, rank 0 learned it through the all-reduce: both name the same step
+    assert stderr.count(f"after step {step} of {config.max_steps}") == 2, stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr and "a signal on another rank" in stderr
+    assert len(read_metrics(metrics)) == step
+    assert not (tmp_path / "run" / "adapter").exists()
