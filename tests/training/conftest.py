@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,15 @@ def write_pairs(path: Path, n: int = 48, seed: int = 0, negatives: bool = True) 
                    "negative": f"{x} {y} {c} again" if negatives else None, "source": "test", "id": rng.random()}
             fh.write(json.dumps(row) + "\n")
     return path
+
+
+def wait_for_steps(proc: subprocess.Popen, metrics: Path, steps: int, timeout_s: float = 300) -> None:
+    """Block until the training run ``proc`` has logged ``steps`` metrics lines; fail if it ended first."""
+    deadline = time.monotonic() + timeout_s
+    while (not metrics.is_file() or len(metrics.read_text().splitlines()) < steps) and proc.poll() is None:
+        assert time.monotonic() < deadline, f"fewer than {steps} steps logged in {timeout_s} s"
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before the signal: {proc.stderr.read()[-3000:]}"
 
 
 @pytest.fixture(scope="session")

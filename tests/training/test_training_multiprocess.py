@@ -4,7 +4,9 @@ and plain torch with averaged gradients)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from training.checkpoint import list_checkpoints
 from training.metrics import read_metrics
 from training.trainer import train
 
@@ -120,11 +123,7 @@ def _worker_pids(parent: int) -> dict[int, int]:
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(make_config, tmp_path):
     """SIGTERM to rank 1 only: the stop request is summed over ranks with the step's metrics, so both
     ranks write one checkpoint of the same step together and exit 143; nothing hangs."""
-    import json
-    import signal
-    import time
-
-    from training.checkpoint import list_checkpoints
+    from conftest import wait_for_steps  # tests/training/conftest.py
 
     config = make_config(max_steps=400, output=str(tmp_path / "run"))
     flags = ["--data", config.data[0].path, "--model", config.model, "--max-length", str(config.max_length),
@@ -136,12 +135,9 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(make_config, tmp
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 300
-        while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3) and proc.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_steps(proc, metrics, 3)
         workers = _worker_pids(proc.pid)
-        assert proc.poll() is None and set(workers) == {0, 1}, proc.stderr.read()[-3000:] if proc.poll() else workers
+        assert set(workers) == {0, 1}, workers
         os.kill(workers[1], signal.SIGTERM)
         _, stderr = proc.communicate(timeout=300)
     finally:

@@ -65,6 +65,8 @@ def _assert_resume_matches_an_uninterrupted_run(config, tmp_path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_continues_exactly(make_config, tmp_path, signum):
+    from conftest import wait_for_steps  # tests/training/conftest.py
+
     # no periodic checkpoint: the only one is what the stop writes
     config = make_config(output=str(tmp_path / "stopped"), max_steps=40, save_every=1000)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -72,11 +74,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_continues_ex
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "stopped" / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3) and proc.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before the signal: {proc.stderr.read()[-2000:]}"
+        wait_for_steps(proc, metrics, 3)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
