@@ -1,8 +1,8 @@
 """Stop a training run cleanly on Ctrl-C or SIGTERM: finish the step, checkpoint, exit.
 
-The first SIGINT/SIGTERM only sets a flag. The loop reads it after each optimizer step (summed over
-ranks with the step's metrics, so every rank stops at the same step), writes a checkpoint of the
-finished steps and raises ``TrainingStopped``; ``--resume latest`` continues exactly there. A
+The first SIGINT/SIGTERM only sets a flag. Each step reads it after its optimizer update, summed over
+ranks with the step's metrics (so every rank stops after the same step); the loop then writes a
+checkpoint of the finished steps and raises ``TrainingStopped``; ``--resume latest`` continues exactly there. A
 second signal restores the previous handler and stops at once, as Ctrl-C normally does.
 """
 

@@ -121,7 +121,7 @@ def train(config: TrainConfig) -> TrainResult:
         with StopRequest() as stop:
             for step in range(start, steps):
                 try:
-                    row = _train_step(config, encoder, backend, sources, plan, step, info, device, stop.requested)
+                    row = _train_step(config, encoder, backend, sources, plan, step, info, device, stop)
                 except (torch.OutOfMemoryError, RuntimeError) as exc:
                     _explain_out_of_memory(exc, config, step, steps, device)
                     raise
@@ -157,10 +157,11 @@ def _explain_out_of_memory(exc: BaseException, config: TrainConfig, step: int, s
 
 
 def _train_step(config: TrainConfig, encoder, backend, sources, plan: BatchPlan, step: int,
-                info: dist.DistInfo, device: torch.device, stop_requested: bool = False) -> dict:
+                info: dist.DistInfo, device: torch.device, stop: StopRequest | None = None) -> dict:
     """One optimizer step. -> its metrics row (tokens summed over ranks; loss, in-batch accuracy and
     cosines averaged over ranks, each rank scoring its own batch for the latter two) and
-    ``stop_requested``: whether any rank was asked to stop (so all ranks stop at the same step)"""
+    ``stop_requested``: whether any rank was asked to stop by now, this step included (read at the
+    reduction, so every rank stops after the same step)"""
     batch = make_batch(sources, plan, step, config.hard_negatives)
     tokens = tokenize_batch(encoder, batch.shard(info.rank, info.world_size))
     lr = backend.lr
@@ -174,7 +175,7 @@ def _train_step(config: TrainConfig, encoder, backend, sources, plan: BatchPlan,
     grad_norm = backend.step()
     elapsed = time.perf_counter() - t0
     loss_sum, token_sum, peak, cut, stops, *stat_sums = dist.all_reduce_sum(
-        [float(loss), tokens.num_tokens, peak_memory_mb(device), tokens.truncated, float(stop_requested),
+        [float(loss), tokens.num_tokens, peak_memory_mb(device), tokens.truncated, float(bool(stop and stop.requested)),
          *stats.values()])
     return {"step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4), "source": sources[batch.source].name,
             "loss": loss_sum / info.world_size, "lr": lr, "grad_norm": grad_norm, "tokens": int(token_sum),
