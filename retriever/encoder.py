@@ -25,6 +25,7 @@ from .loading import (
     load_backbone,
     load_tokenizer,
     model_identity,
+    quiet_peft_wrap,
     resolve_source,
     weights_dir,
 )
@@ -228,7 +229,8 @@ def _apply_adapter(model: torch.nn.Module, adapter_dir: Path, *, merge: bool) ->
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelLoadError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
     try:
-        wrapped = peft.PeftModel.from_pretrained(model, str(adapter_dir))
+        with quiet_peft_wrap():
+            wrapped = peft.PeftModel.from_pretrained(model, str(adapter_dir))
     except Exception as exc:
         raise ModelLoadError(f"could not apply adapter {adapter_dir} to this model: {exc}") from exc
     return wrapped.merge_and_unload() if merge else wrapped

@@ -7,11 +7,14 @@ user's cache directory, keyed by the file's SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,3 +207,12 @@ def load_causal_lm(name_or_path: str | os.PathLike | None = None, *, device: str
     dev = pick_device(device)
     return load_tokenizer(directory), load_backbone(directory, dtype=pick_dtype(dtype, dev), device=dev,
                                                     causal_lm=True).eval()
+
+
+@contextlib.contextmanager
+def quiet_peft_wrap() -> Iterator[None]:
+    """Hide the FutureWarning that wrapping a model with PEFT triggers under transformers 5
+    (PEFT reads ``is_gradient_checkpointing``, now deprecated): PEFT's, not the user's, to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield

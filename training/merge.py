@@ -19,7 +19,7 @@ import torch
 from retriever._optional import require
 from retriever.encoder import Encoder
 from retriever.errors import E5RagError, InputError
-from retriever.loading import load_backbone, load_tokenizer, resolve_source, weights_dir
+from retriever.loading import load_backbone, load_tokenizer, quiet_peft_wrap, resolve_source, weights_dir
 
 from .model import base_model_arg
 
@@ -52,7 +52,8 @@ def merged_backbone(model: str | None, adapter: str | Path) -> tuple[torch.nn.Mo
         raise InputError(f"adapter: {adapter} is not a PEFT adapter folder (no adapter_config.json)")
     directory = weights_dir(resolve_source(base_model_arg(model)))
     backbone = load_backbone(directory, dtype=torch.float32, device=torch.device("cpu"))
-    merged = peft.PeftModel.from_pretrained(backbone, str(adapter)).merge_and_unload()
+    with quiet_peft_wrap():
+        merged = peft.PeftModel.from_pretrained(backbone, str(adapter)).merge_and_unload()
     return merged.eval(), load_tokenizer(directory)
 
 

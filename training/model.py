@@ -15,7 +15,7 @@ import torch
 from retriever._optional import require
 from retriever.device import pick_device
 from retriever.encoder import Encoder
-from retriever.loading import BASE_MODEL_NAME
+from retriever.loading import BASE_MODEL_NAME, quiet_peft_wrap
 
 from .config import TrainConfig
 
@@ -74,7 +74,8 @@ def load_trainable_encoder(config: TrainConfig, device: torch.device) -> Encoder
         else:
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     torch.manual_seed(config.seed)  # same LoRA init on every rank and every run
-    model = peft.get_peft_model(backbone, lora_config(config, num_layers))
+    with quiet_peft_wrap():
+        model = peft.get_peft_model(backbone, lora_config(config, num_layers))
     if config.init_adapter is not None:
         load_initial_adapter(model, Path(config.init_adapter))
     model.train()

@@ -53,3 +53,22 @@ def test_merge_report_and_refusals(adapter_dir, mistral_dir, tmp_path):
         merge_adapter(str(mistral_dir), adapter_dir, tmp_path / "m")
     with pytest.raises(InputError, match="adapter_config.json"):
         merge_adapter(str(mistral_dir), tmp_path, tmp_path / "other")
+
+
+def test_peft_wrapping_does_not_surface_transformers_deprecation(adapter_dir, mistral_dir, tmp_path):
+    """PEFT reads ``is_gradient_checkpointing`` (deprecated in transformers 5) whenever it wraps a model;
+    users of the encoder, the trainer and merge should not see that warning, but see every other one."""
+    import warnings
+
+    from retriever.loading import quiet_peft_wrap
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        Encoder.from_pretrained(mistral_dir, adapter=adapter_dir, merge_adapter=False, max_length=64)
+        merge_adapter(str(mistral_dir), adapter_dir, tmp_path / "m", max_length=64)
+        with quiet_peft_wrap():
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning, stacklevel=1)
+            warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+    messages = [str(w.message) for w in seen]
+    assert not any("is_gradient_checkpointing" in m for m in messages), messages
+    assert "something else is deprecated" in messages
