@@ -153,8 +153,9 @@ class Encoder:
         lengths = attention_mask.sum(dim=1)
         if (not torch.is_grad_enabled() and not self.model.training
                 and supports_eos_forward(self.model, input_ids.shape[1]) and _right_padded(attention_mask, lengths)):
-            forward = self._compiled_eos if compiled else (lambda ids, n: eos_hidden(self.model, ids, n))
-            return forward(input_ids, lengths)
+            if compiled:
+                return self._compiled_eos(input_ids, lengths)
+            return eos_hidden(self.model, input_ids, lengths)
         forward = self._compiled if compiled else self.model  # the compiled one is eager when gradients are on
         out = forward(input_ids=input_ids, attention_mask=attention_mask,
                       position_ids=position_ids_from_mask(attention_mask), use_cache=False)
