@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from encode import flops_per_token, load_texts, timed  # noqa: E402  (the CPU benchmark's helpers)
@@ -75,7 +74,7 @@ def build_backbone(shape: str, tokenizer_dir: Path, device: torch.device, dtype:
 
 
 def make_encoder(model, tokenizer, name: str, max_length: int):
-    from retriever.encoder import Encoder
+    from e5rag.retriever.encoder import Encoder
 
     return Encoder(model, tokenizer, base_identity=f"random:{name}", max_length=max_length)
 

@@ -43,7 +43,7 @@ def split(source: Path, out: Path) -> None:
 
 
 def score(path: Path, model: str | None, adapter: str | None, max_length: int) -> dict:
-    from retriever.encoder import Encoder
+    from e5rag.retriever.encoder import Encoder
 
     enc = Encoder.from_pretrained(model, adapter=adapter, max_length=max_length)
     by_source: dict[str, list[dict]] = collections.defaultdict(list)

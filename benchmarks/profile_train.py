@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train import synthetic_pairs  # noqa: E402  (the training benchmark's generated rows)
@@ -37,10 +36,9 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=22)
     args = ap.parse_args()
 
+    from e5rag.training.config import TrainConfig
+    from e5rag.training.trainer import train
     from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from training.config import TrainConfig
-    from training.trainer import train
 
     work = Path(tempfile.mkdtemp())
     AutoModel.from_config(AutoConfig.from_pretrained(args.tokenizer)).save_pretrained(work / "model")

@@ -28,8 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-
-from indexers import Document, Store, open_store
+from e5rag.indexers import Document, Store, open_store
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 WORDS = ("the of model data energy cell protein study result effect patient risk level increase method "
          "analysis gene expression response treatment group rate time high low").split()
@@ -66,13 +65,13 @@ def run_point(args: argparse.Namespace, model: str | None, data: Path, batch: in
               "batch_size": batch, "max_steps": args.warmup + args.steps, "gradcache_chunk_size": chunk,
               "lora_layers": args.lora_layers, "gradient_checkpointing": args.gradient_checkpointing,
               "save_every": 10**9, "progress": False, "device": args.device}
-    code = ("import json, sys; from training.config import TrainConfig; from training.trainer import train; "
+    code = ("import json, sys; from e5rag.training.config import TrainConfig; from e5rag.training.trainer import train; "
             "train(TrainConfig.from_dict(json.loads(sys.argv[1])))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(config)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env=dict(os.environ))
     if proc.returncode != 0:
         return {"batch_size": batch, "gradcache_chunk": chunk, "error": proc.stderr.strip().splitlines()[-1]}
-    from training.metrics import read_metrics
+    from e5rag.training.metrics import read_metrics
 
     rows = read_metrics(out / "metrics.jsonl")[args.warmup:]  # drop the warm-up steps
     return {"batch_size": batch, "gradcache_chunk": chunk,

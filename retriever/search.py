@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from indexers import Document, Hit, Store, open_store
+from e5rag.indexers import Document, Hit, Store, open_store
 
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError

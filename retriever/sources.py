@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from indexers import Document
+from e5rag.indexers import Document
 
 from .errors import InputError
 from .jsonl import numbered_lines as _lines

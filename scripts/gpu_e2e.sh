@@ -13,9 +13,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 torch.manual_seed(0)
 AutoModel.from_config(AutoConfig.from_pretrained(sys.argv[1])).save_pretrained(sys.argv[2])
 AutoTokenizer.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])" "$TOK" "$M"
-$PY -m retriever index examples/corpus.jsonl --index "$IDX" --model "$M" --device "$DEV"
-$PY -m retriever info --index "$IDX"
+$PY -m e5rag index examples/corpus.jsonl --index "$IDX" --model "$M" --device "$DEV"
+$PY -m e5rag info --index "$IDX"
 Q="Does drinking coffee lower the risk of diabetes?"
-$PY -m retriever search --index "$IDX" --task scifact -k 3 --device "$DEV" "$Q"
-$PY -m retriever search --index "$IDX" --task quora -k 3 --device "$DEV" "$Q"
-$PY -m retriever index examples/corpus.jsonl --index "$IDX" --model "$M" --device "$DEV"  # again: all unchanged
+$PY -m e5rag search --index "$IDX" --task scifact -k 3 --device "$DEV" "$Q"
+$PY -m e5rag search --index "$IDX" --task quora -k 3 --device "$DEV" "$Q"
+$PY -m e5rag index examples/corpus.jsonl --index "$IDX" --model "$M" --device "$DEV"  # again: all unchanged

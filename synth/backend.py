@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from retriever.errors import E5RagError
+from e5rag.retriever.errors import E5RagError
 
 if TYPE_CHECKING:
     from .config import SynthConfig

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 from .kinds import ALL_KINDS, KIND_SPECS, Kind
 from .languages import LANGUAGE_MODES, language_weights

@@ -15,7 +15,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from retriever._optional import require
+from e5rag.retriever._optional import require
 
 from .backend import ChatRequest, Completion, RequestFailed, SynthError
 

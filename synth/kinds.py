@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 Kind = Literal["short-long", "long-short", "short-short", "long-long", "sts", "bitext"]
 ALL_KINDS: tuple[Kind, ...] = ("short-long", "long-short", "short-short", "long-long", "sts", "bitext")

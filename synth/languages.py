@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 # (code, name as written in prompts). Codes are CC-100's, with "_" instead of "-".
 LANGUAGES: tuple[tuple[str, str], ...] = (

@@ -44,7 +44,7 @@ class LocalChatBackend:
 
     @classmethod
     def load(cls, config: LocalBackendConfig, max_batch: int = 8) -> LocalChatBackend:
-        from retriever.loading import BASE_MODEL_NAME, load_causal_lm
+        from e5rag.retriever.loading import BASE_MODEL_NAME, load_causal_lm
 
         tokenizer, model = load_causal_lm(config.model, device=config.device, dtype=config.dtype)
         name = BASE_MODEL_NAME if config.model in (None, "default") else Path(str(config.model)).name

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 ROW_KEYS = ("id", "kind", "language", "task", "query", "positive", "negative", "model", "prompt_hash")
 

@@ -43,7 +43,7 @@ def llama_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def _session_encoder(mistral_dir):
-    from retriever.encoder import Encoder
+    from e5rag.retriever.encoder import Encoder
 
     return Encoder.from_pretrained(mistral_dir, max_length=64)
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from retriever.encoder import Encoder
+from e5rag.retriever.encoder import Encoder
 
 from .config import TrainConfig
 from .deepspeed_config import build_deepspeed_config
@@ -117,7 +116,7 @@ class DeepSpeedBackend:
         path, _ = self.engine.load_checkpoint(str(directory), tag="deepspeed", load_module_strict=False,
                                               load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:
-            from retriever.errors import InputError
+            from e5rag.retriever.errors import InputError
 
             raise InputError(f"{directory} holds no DeepSpeed state: it was not written by a --deepspeed run")
 

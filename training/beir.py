@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retriever.errors import InputError
-from retriever.evaluation.beir import BeirDataset, load_beir
-from retriever.tasks import get_task, resolve_task
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.evaluation.beir import BeirDataset, load_beir
+from e5rag.retriever.tasks import get_task, resolve_task
 
 __all__ = ["BeirDataset", "beir_task", "is_beir_dir", "load_beir", "positives"]
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 from .distributed import DistInfo, barrier
 

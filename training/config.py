@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEEPSPEED_PRESETS = ("zero3",)
@@ -208,7 +208,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--config {path}: no such file")
-    from retriever._optional import require
+    from e5rag.retriever._optional import require
 
     yaml = require("yaml", "train", "reading a training config file")
     try:

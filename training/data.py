@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retriever.errors import InputError
-from retriever.instructions import format_document
-from retriever.jsonl import iter_json_objects
-from retriever.tasks import get_task
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.instructions import format_document
+from e5rag.retriever.jsonl import iter_json_objects
+from e5rag.retriever.tasks import get_task
 
 from .beir import beir_task, is_beir_dir, load_beir, positives
 from .config import DataSpec

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 ZERO3_PRESET: dict[str, Any] = {
     "zero_optimization": {

@@ -1,6 +1,6 @@
 """The few collectives training needs, on top of ``torch.distributed`` (gloo on CPU, NCCL on CUDA).
 
-Launch with ``torchrun --nproc_per_node N -m retriever train ...`` or ``deepspeed --num_gpus N``;
+Launch with ``torchrun --nproc_per_node N -m e5rag train ...`` or ``deepspeed --num_gpus N``;
 a plain ``e5rag train`` is one process and every function here is then the identity.
 """
 

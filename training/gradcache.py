@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.instructions import format_query
 from torch.utils.checkpoint import get_device_states, set_device_states
-
-from retriever.encoder import Encoder
-from retriever.instructions import format_query
 
 from .data import Example
 from .distributed import all_reduce_max

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-from retriever.errors import E5RagError
+from e5rag.retriever.errors import E5RagError
 
 from .config import TrainConfig
 

@@ -15,11 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from retriever._optional import require
-from retriever.encoder import Encoder
-from retriever.errors import E5RagError, InputError
-from retriever.loading import load_backbone, load_tokenizer, quiet_peft_wrap, resolve_source, weights_dir
+from e5rag.retriever._optional import require
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.errors import E5RagError, InputError
+from e5rag.retriever.loading import (
+    load_backbone,
+    load_tokenizer,
+    quiet_peft_wrap,
+    resolve_source,
+    weights_dir,
+)
 
 from .model import base_model_arg
 

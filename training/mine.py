@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from retriever.errors import InputError
-from retriever.instructions import format_document
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.instructions import format_document
 
 from .beir import BeirDataset, beir_task, load_beir, positives
 
@@ -84,10 +83,10 @@ def _ranked_exact(config: MineConfig, data: BeirDataset, qids: list[str], task: 
     Corpus vectors come from (and go to) the evaluation's embedding cache, so mining after
     ``e5rag eval`` with the same model re-encodes only the queries.
     """
-    from retriever.evaluation.baselines import load_eval_encoder
-    from retriever.evaluation.cache import EmbeddingCache
-    from retriever.evaluation.exact import exact_topk
-    from retriever.evaluation.harness import document_vectors
+    from e5rag.retriever.evaluation.baselines import load_eval_encoder
+    from e5rag.retriever.evaluation.cache import EmbeddingCache
+    from e5rag.retriever.evaluation.exact import exact_topk
+    from e5rag.retriever.evaluation.harness import document_vectors
 
     encoder, _ = load_eval_encoder(config.model, adapter=config.adapter, max_length=config.max_length,
                                    device=config.device)
@@ -99,7 +98,7 @@ def _ranked_exact(config: MineConfig, data: BeirDataset, qids: list[str], task: 
 
 
 def _ranked_index(config: MineConfig, data: BeirDataset, qids: list[str], task: str, k: int) -> list[list[str]]:
-    from retriever.search import SearchIndex
+    from e5rag.retriever.search import SearchIndex
 
     with SearchIndex.open(config.index) as index:
         hits = index.search([data.queries[i] for i in qids], task=task, k=k, batch_size=config.batch_size)

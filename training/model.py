@@ -11,11 +11,10 @@ import logging
 from pathlib import Path
 
 import torch
-
-from retriever._optional import require
-from retriever.device import pick_device
-from retriever.encoder import Encoder
-from retriever.loading import BASE_MODEL_NAME, quiet_peft_wrap
+from e5rag.retriever._optional import require
+from e5rag.retriever.device import pick_device
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.loading import BASE_MODEL_NAME, quiet_peft_wrap
 
 from .config import TrainConfig
 
@@ -34,7 +33,7 @@ def lora_config(config: TrainConfig, num_layers: int):
     layers = None
     if config.lora_layers is not None:
         if config.lora_layers > num_layers:
-            from retriever.errors import InputError
+            from e5rag.retriever.errors import InputError
 
             raise InputError(f"lora_layers={config.lora_layers} but the model has only {num_layers} layers")
         layers = list(range(num_layers - config.lora_layers, num_layers))
@@ -62,7 +61,7 @@ def load_trainable_encoder(config: TrainConfig, device: torch.device) -> Encoder
     num_layers = int(backbone.config.num_hidden_layers)
     missing = [t for t in config.lora_targets if not any(n.endswith("." + t) for n, _ in backbone.named_modules())]
     if missing:
-        from retriever.errors import InputError
+        from e5rag.retriever.errors import InputError
 
         raise InputError(f"lora_targets: the model has no module named {missing[0]!r}; "
                          f"this backbone is a {type(backbone).__name__}")
@@ -89,7 +88,7 @@ def load_trainable_encoder(config: TrainConfig, device: torch.device) -> Encoder
 def load_initial_adapter(model: torch.nn.Module, directory: Path) -> None:
     """Copy a saved PEFT adapter's LoRA weights into ``model``'s fresh ones (warm start); the adapter
     must have exactly this run's LoRA shape (layers, targets, rank)."""
-    from retriever.errors import InputError
+    from e5rag.retriever.errors import InputError
 
     weights = directory / "adapter_model.safetensors"
     if not weights.is_file():

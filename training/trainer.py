@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from retriever.errors import InputError
+from e5rag.retriever.errors import InputError
 
 from . import distributed as dist
 from .backend import make_backend

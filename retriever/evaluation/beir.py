@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexers import Document
+from e5rag.indexers import Document
 
 from ..errors import InputError
 from ..jsonl import iter_json_objects

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from indexers import Document
+from e5rag.indexers import Document
 
 from ..fingerprint import ModelFingerprint
 from ..fsutil import publish_dir

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .._optional import require
 
-require("langchain_core", "langchain", "the LangChain integration (retriever.langchain)")
+require("langchain_core", "langchain", "the LangChain integration (e5rag.langchain)")
 
 from .embeddings import E5Embeddings  # noqa: E402
 from .retriever import E5Retriever  # noqa: E402

@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from e5rag.indexers import Document, Hit
 from langchain_core.documents import Document as LCDocument
-
-from indexers import Document, Hit
 
 from ..errors import InputError
 

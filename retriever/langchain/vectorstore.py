@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from e5rag.indexers import Document, Store, open_store
 from langchain_core.documents import Document as LCDocument
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
-
-from indexers import Document, Store, open_store
 
 from ..errors import InputError
 from ..instructions import format_document

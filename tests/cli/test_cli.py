@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from retriever.cli import main
+from e5rag.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "examples" / "corpus.jsonl"
 
 
 def run_cli(*args, stdin=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "retriever", *map(str, args)], input=stdin, text=True,
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "e5rag", *map(str, args)], input=stdin, text=True,
                           capture_output=True, env=env, timeout=300)
 
 
@@ -115,7 +115,7 @@ def test_txt_dir_and_stdin_sources(mistral_dir, tmp_path, capsys, monkeypatch):
     assert main(["index", str(folder), str(lines), "-", "--index", str(index), "--model", str(mistral_dir),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total"] == 5
-    from indexers import open_store
+    from e5rag.indexers import open_store
 
     with open_store(index, readonly=True) as store:
         a, b, l1, l3, s1 = store.get(["a.md", "sub/b.txt", "lines:1", "lines:3", "stdin:1"])

@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 import pytest
-
-from indexers import Document, StoreError, StoreInputError, UnsupportedFilterError, open_store
+from e5rag.indexers import Document, StoreError, StoreInputError, UnsupportedFilterError, open_store
 
 DIM = 16
 
@@ -153,7 +152,7 @@ def test_second_writer_is_refused(tmp_path):
 
 _WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from indexers import Document, open_store
+    from e5rag.indexers import Document, open_store
     path, phase = sys.argv[1], sys.argv[2]
     store = open_store(path)
     if store.manifest is None:
@@ -174,7 +173,7 @@ _WRITER = textwrap.dedent("""
 
 def test_killed_writer_leaves_previous_index_intact(tmp_path):
     path = str(tmp_path / "crash")
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = dict(os.environ)
     subprocess.run([sys.executable, "-c", _WRITER, path, "first"], check=True, env=env, capture_output=True)
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, path, "second"], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "dirty"
@@ -192,7 +191,7 @@ def test_killed_writer_leaves_previous_index_intact(tmp_path):
 
 _LOOPER = textwrap.dedent("""
     import sys, numpy as np
-    from indexers import Document, open_store
+    from e5rag.indexers import Document, open_store
     store = open_store(sys.argv[1])
     if store.manifest is None:
         store.initialize(64, {"base": "m"})
@@ -208,7 +207,7 @@ _LOOPER = textwrap.dedent("""
 @pytest.mark.parametrize("delay", [0.15, 0.4, 0.9])
 def test_kill_during_commits_never_leaves_a_half_written_index(tmp_path, delay):
     path = str(tmp_path / "loop")
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-c", _LOOPER, path], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(delay)

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,19 +14,17 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from indexers import Document, StoreError, StoreInputError, open_store  # noqa: E402
-from indexers.milvus_store import MilvusStore  # noqa: E402
+from e5rag.indexers import Document, StoreError, StoreInputError, open_store  # noqa: E402
+from e5rag.indexers.milvus_store import MilvusStore  # noqa: E402
 
 pytestmark = pytest.mark.milvus
-REPO = Path(__file__).resolve().parents[2]
 
 # The writer commits 200 documents, says so, writes 50 more without committing and waits to be killed.
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    sys.path.insert(0, sys.argv[2])
-    from indexers import Document
-    from indexers.milvus_store import MilvusStore
+    from e5rag.indexers import Document
+    from e5rag.indexers.milvus_store import MilvusStore
 
     def unit(n, seed):
         v = np.random.default_rng(seed).standard_normal((n, 16)).astype(np.float32)
@@ -51,7 +48,7 @@ def committed_vectors() -> np.ndarray:
 
 def test_killed_writer_keeps_committed_rows_and_blocks_other_processes(tmp_path, capfd):
     path = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(REPO)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline().strip() for _ in range(2)]
         assert lines == ["COMMITTED", "WROTE_MORE"], lines
@@ -82,9 +79,9 @@ def test_same_process_shares_the_file_and_releases_it(tmp_path):
     second.initialize(4, {})
     second.close()
     # the last close stopped the server and released the lock: another process can open the index
-    code = "import sys; sys.path.insert(0, sys.argv[2]); from indexers.milvus_store import MilvusStore; " \
+    code = "import sys; from e5rag.indexers.milvus_store import MilvusStore; " \
            "print(MilvusStore(sys.argv[1], collection='b', readonly=True).manifest.dim)"
-    out = subprocess.run([sys.executable, "-c", code, str(path), str(REPO)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "4", out.stderr
 
 

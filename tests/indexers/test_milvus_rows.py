@@ -7,11 +7,10 @@ import random
 
 import numpy as np
 import pytest
-
-from indexers import Document, StoreInputError
-from indexers.milvus_filter import expand_json_in
-from indexers.milvus_rows import batches, id_chunks, ids_expr, to_rows, truncate_utf8
-from indexers.milvus_schema import IndexConfig, normalize_index_type
+from e5rag.indexers import Document, StoreInputError
+from e5rag.indexers.milvus_filter import expand_json_in
+from e5rag.indexers.milvus_rows import batches, id_chunks, ids_expr, to_rows, truncate_utf8
+from e5rag.indexers.milvus_schema import IndexConfig, normalize_index_type
 
 
 @pytest.mark.parametrize("text", ["", "ascii only", "é" * 10, "日本語テキスト", "mixed é😀 ✓ x" * 3])

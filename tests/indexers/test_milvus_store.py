@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from indexers import Document, StoreError, StoreInputError, UnsupportedFilterError, open_store  # noqa: E402
-from indexers.milvus_store import MilvusStore  # noqa: E402
+from e5rag.indexers import Document, StoreError, StoreInputError, UnsupportedFilterError, open_store  # noqa: E402
+from e5rag.indexers.milvus_store import MilvusStore  # noqa: E402
 
 pytestmark = pytest.mark.milvus
 SERVER_URI = os.environ.get("E5RAG_MILVUS_URI")
@@ -230,7 +230,7 @@ def test_long_texts_are_truncated_with_warning(make_store, caplog):
     long_multibyte = Document("mb", "é" * 40_000 + "tail", "title")  # 80,004 bytes
     long_ascii = Document("ascii", "x" * 70_000, "y" * 70_000)
     normal = Document("ok", "short")
-    with caplog.at_level(logging.WARNING, logger="indexers.milvus_rows"):
+    with caplog.at_level(logging.WARNING, logger="e5rag.indexers.milvus_rows"):
         store.upsert([long_multibyte, long_ascii, normal], unit_vectors(3, 4, 0))
     assert "2 document(s)" in caplog.text and "'mb'" in caplog.text
     got = dict(zip(["mb", "ascii", "ok"], store.get(["mb", "ascii", "ok"]), strict=True))

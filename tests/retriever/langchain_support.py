@@ -45,15 +45,15 @@ def fresh_collection() -> str:
 @pytest.fixture(scope="module")
 def lc_encoder(mistral_dir):
     """The tiny random Mistral encoder, loaded once per module (never mutated by these tests)."""
-    from retriever.encoder import Encoder
+    from e5rag.retriever.encoder import Encoder
 
     return Encoder.from_pretrained(mistral_dir, max_length=256)  # long enough for any instruction + query
 
 
 def build_index(location, encoder, **store_options):
     """A SearchIndex over DOCS (titles embedded, ``lang`` in metadata), opened for reading."""
-    from indexers import Document
-    from retriever.search import SearchIndex
+    from e5rag.indexers import Document
+    from e5rag.retriever.search import SearchIndex
 
     docs = [Document(d["id"], d["text"], d["title"], {"lang": d["lang"]}) for d in DOCS]
     with SearchIndex.open(location, encoder, readonly=False, **store_options) as index:
@@ -64,7 +64,7 @@ def build_index(location, encoder, **store_options):
 def expected_scores(encoder, task_definition: str, query: str) -> dict[str, float]:
     """Cosine of ``query`` under ``task_definition`` to every doc, computed without the plugin:
     raw ``encoder.encode`` of ``Instruct: ...\\nQuery: ...`` and of ``"title text"``. -> id -> score"""
-    from retriever.instructions import format_query
+    from e5rag.retriever.instructions import format_query
 
     docs = encoder.encode([f"{d['title']} {d['text']}" for d in DOCS])  # (n, dim)
     q = encoder.encode([format_query(task_definition, query)])[0]  # (dim,)

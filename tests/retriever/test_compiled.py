@@ -8,8 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-
-from retriever.encoder import Encoder
+from e5rag.retriever.encoder import Encoder
 
 TEXTS = ["a short one", "a somewhat longer text about rivers and stones", "x", "alpha beta gamma " * 5]
 
@@ -46,7 +45,7 @@ def test_compile_failure_falls_back_to_eager(mistral_dir, caplog):
     # a machine without a C++ compiler; config.patch restores inductor's settings (monkeypatch's undo
     # would delete them from torch's config module and break every later compile in the session)
     with inductor.patch({"fx_graph_cache": False, "cpp.cxx": ("/nonexistent/c++",)}), \
-            caplog.at_level(logging.WARNING, logger="retriever.compiled"):
+            caplog.at_level(logging.WARNING, logger="e5rag.retriever.compiled"):
         got = compiled.encode_document(TEXTS)
     torch._dynamo.reset()
     assert compiled._compiled_eos.failed

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from e5rag.retriever import InputError
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.instructions import format_query
+from e5rag.retriever.tasks import resolve_task
 from transformers import AutoModel, AutoTokenizer
-
-from retriever import InputError
-from retriever.encoder import Encoder
-from retriever.instructions import format_query
-from retriever.tasks import resolve_task
 
 TEXTS = ["Paris is the capital of France.", "hi", "Photosynthesis converts light energy into chemical energy.",
          "A much longer text about the stock market and interest rates and bonds " * 3, "vaccines"]
@@ -116,7 +115,7 @@ def test_fingerprint_changes_with_weights(mistral_dir, tmp_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from retriever import ModelLoadError
+    from e5rag.retriever import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="not found"):
         Encoder.from_pretrained(str(tmp_path / "nope"))

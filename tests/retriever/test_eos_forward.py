@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.eos_forward import eos_hidden, supports_eos_forward
+from e5rag.retriever.pooling import last_token_pool
+from e5rag.retriever.tokenization import pad_batch
 from tiny_models import build_model
 from transformers import AutoModel, MistralConfig, Qwen2Config
-
-from retriever.encoder import Encoder
-from retriever.eos_forward import eos_hidden, supports_eos_forward
-from retriever.pooling import last_token_pool
-from retriever.tokenization import pad_batch
 
 LENGTHS = [7, 3, 11, 1, 9]
 

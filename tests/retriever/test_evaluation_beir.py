@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from retriever.errors import InputError
-from retriever.evaluation.beir import load_beir
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.evaluation.beir import load_beir
 
 CORPUS = {
     "d1": ("Photosynthesis", "Plants convert light energy into chemical energy."),

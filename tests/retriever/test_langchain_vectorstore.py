@@ -9,6 +9,10 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
+from e5rag.retriever.errors import InputError  # noqa: E402
+from e5rag.retriever.langchain import E5Embeddings, E5Retriever, E5VectorStore  # noqa: E402
+from e5rag.retriever.search import SearchIndex  # noqa: E402
+from e5rag.retriever.tasks import resolve_task  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
 from langchain_support import (  # noqa: E402
@@ -23,11 +27,6 @@ from langchain_support import (  # noqa: E402
     requires_milvus,
 )
 from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
-
-from retriever.errors import InputError  # noqa: E402
-from retriever.langchain import E5Embeddings, E5Retriever, E5VectorStore  # noqa: E402
-from retriever.search import SearchIndex  # noqa: E402
-from retriever.tasks import resolve_task  # noqa: E402
 
 N = len(DOCS)
 
@@ -46,7 +45,7 @@ class TestE5VectorStoreMilvus(VectorStoreIntegrationTests):
     def milvus_db(self, tmp_path_factory):
         """One Milvus Lite database for the class, its server kept up by a store held open
         (closing a db's last store stops its server; restarting it per test costs ~1 s)."""
-        from indexers import open_store
+        from e5rag.indexers import open_store
 
         db = tmp_path_factory.mktemp("lc-vs-milvus") / "store.db"
         with open_store(db, collection="keep_server_up"):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-
-from retriever.pooling import l2_normalize, last_token_index, last_token_pool, position_ids_from_mask
-from retriever.tokenization import pad_batch, tokenize_with_eos
+from e5rag.retriever.pooling import l2_normalize, last_token_index, last_token_pool, position_ids_from_mask
+from e5rag.retriever.tokenization import pad_batch, tokenize_with_eos
 
 
 def test_last_token_index_right_and_left_padding():

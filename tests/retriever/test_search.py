@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from indexers import Document, open_store
-from retriever import IndexMismatchError
-from retriever.encoder import Encoder
-from retriever.instructions import format_query
-from retriever.search import SearchIndex
-from retriever.tasks import resolve_task
+from e5rag.indexers import Document, open_store
+from e5rag.retriever import IndexMismatchError
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.instructions import format_query
+from e5rag.retriever.search import SearchIndex
+from e5rag.retriever.tasks import resolve_task
 
 DOCS = [Document("a", "Coffee lowers the risk of type 2 diabetes in a large cohort.", "Coffee"),
         Document("b", "Is it bad to drink coffee every day?"),

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from retriever import InputError, format_document, format_query, list_tasks, resolve_task
+from e5rag.retriever import InputError, format_document, format_query, list_tasks, resolve_task
 
 
 def test_query_format_is_exact():

@@ -9,18 +9,8 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-
-# With ``tests/`` on sys.path (the shared conftest puts it there), the folder ``tests/synth`` would be
-# found as a namespace package before the editable install's finder is asked for the real ``synth``.
-# The repository root first makes ``import synth`` / ``import retriever`` mean the real packages.
-_REPO = str(Path(__file__).resolve().parents[2])
-if sys.path[:1] != [_REPO]:
-    sys.path.insert(0, _REPO)
-if getattr(sys.modules.get("synth"), "__file__", "") is None:
-    del sys.modules["synth"]  # a namespace package picked up from tests/ before this ran
 
 KEYS_IN_PROMPT = (  # how the fake server tells the kind from the prompt text
     ('"user_query"', ("user_query", "positive_document", "hard_negative_document")),

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from synth import LocalBackendConfig, SynthConfig, synthesize
-from synth.backend import ChatRequest
-from synth.kinds import KIND_SPECS
-from synth.local_backend import LocalChatBackend
-from synth.validate import check_example
+from e5rag.synth import LocalBackendConfig, SynthConfig, synthesize
+from e5rag.synth.backend import ChatRequest
+from e5rag.synth.kinds import KIND_SPECS
+from e5rag.synth.local_backend import LocalChatBackend
+from e5rag.synth.validate import check_example
 
 
 @pytest.fixture(autouse=True)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from retriever.errors import E5RagError
-from synth import HttpBackendConfig, SynthConfig, SynthError, synthesize
-from synth.kinds import KIND_SPECS
-from synth.store import ROW_KEYS, example_key
-from synth.validate import check_example
+from e5rag.retriever.errors import E5RagError
+from e5rag.synth import HttpBackendConfig, SynthConfig, SynthError, synthesize
+from e5rag.synth.kinds import KIND_SPECS
+from e5rag.synth.store import ROW_KEYS, example_key
+from e5rag.synth.validate import check_example
 
 
 def make_config(tmp_path, base_url, n, **kw) -> SynthConfig:

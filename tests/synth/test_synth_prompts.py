@@ -6,10 +6,9 @@ import random
 import re
 
 import pytest
-
-from synth.kinds import ALL_KINDS, KIND_SPECS
-from synth.languages import LANGUAGE_NAMES
-from synth.prompts import (
+from e5rag.synth.kinds import ALL_KINDS, KIND_SPECS
+from e5rag.synth.languages import LANGUAGE_NAMES
+from e5rag.synth.prompts import (
     brainstorm_messages,
     example_messages,
     json_prefill,

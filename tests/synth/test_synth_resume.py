@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from synth.kinds import KIND_SPECS
-from synth.store import example_key, load_existing, repair_tail
-from synth.validate import check_example
+from e5rag.synth.kinds import KIND_SPECS
+from e5rag.synth.store import example_key, load_existing, repair_tail
+from e5rag.synth.validate import check_example
 
 REPO = Path(__file__).resolve().parents[2]
 # The CLI module driven on its own (independent of the other e5rag sub-commands).
-DRIVER = ("import argparse, sys; from retriever.cli import synth as s; p = argparse.ArgumentParser(); "
+DRIVER = ("import argparse, sys; from e5rag.cli import synth as s; p = argparse.ArgumentParser(); "
           "s.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
 SECRET = "sk-test-never-write-me-42"
 

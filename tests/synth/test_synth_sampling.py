@@ -7,10 +7,9 @@ import random
 from collections import Counter
 
 import pytest
-
-from retriever.errors import InputError
-from synth.kinds import ALL_KINDS, KIND_SPECS
-from synth.languages import (
+from e5rag.retriever.errors import InputError
+from e5rag.synth.kinds import ALL_KINDS, KIND_SPECS
+from e5rag.synth.languages import (
     LANGUAGES,
     MAJOR_LANGUAGES,
     language_weights,
@@ -18,8 +17,8 @@ from synth.languages import (
     resolve_language,
     sample_language,
 )
-from synth.plan import plan_example
-from synth.prompts import sample_placeholders
+from e5rag.synth.plan import plan_example
+from e5rag.synth.prompts import sample_placeholders
 
 # chi-square critical values at p = 0.001 for the degrees of freedom used below
 CHI2_999 = {1: 10.83, 2: 13.82, 4: 18.47, 5: 20.52, 14: 36.12, 85: 124.1}

@@ -6,12 +6,11 @@ from __future__ import annotations
 import email.utils
 
 import pytest
-
-from retriever.errors import InputError
-from synth import HttpBackendConfig, LocalBackendConfig, SynthConfig
-from synth.http_backend import backoff_seconds, retry_after_seconds
-from synth.kinds import resolve_kind, row_fields
-from synth.validate import check_example, extract_json, parse_example, parse_task_list
+from e5rag.retriever.errors import InputError
+from e5rag.synth import HttpBackendConfig, LocalBackendConfig, SynthConfig
+from e5rag.synth.http_backend import backoff_seconds, retry_after_seconds
+from e5rag.synth.kinds import resolve_kind, row_fields
+from e5rag.synth.validate import check_example, extract_json, parse_example, parse_task_list
 
 GOOD = {"user_query": "q", "positive_document": "pos", "hard_negative_document": "neg"}
 

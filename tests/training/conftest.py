@@ -65,7 +65,7 @@ def beir_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def make_config(mistral_dir, pairs_file, tmp_path):
     """TrainConfig factory on the tiny Mistral with fast defaults; keyword arguments override."""
-    from training.config import TrainConfig
+    from e5rag.training.config import TrainConfig
 
     def make(**overrides):
         values = dict(data=(str(pairs_file),), output=str(tmp_path / "run"), model=str(mistral_dir), max_length=48,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from retriever.cli import main
+from e5rag.cli import main
 
 if __name__ == "__main__":
     out_ds, out_torch, flags = sys.argv[1], sys.argv[2], sys.argv[3:]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from retriever.errors import InputError
-from training.config import DataSpec, TrainConfig, load_config_file
+from e5rag.retriever.errors import InputError
+from e5rag.training.config import DataSpec, TrainConfig, load_config_file
 
 DATA = ("pairs.jsonl",)
 
@@ -57,8 +56,8 @@ def test_paper_defaults():
 
 
 def test_yaml_file_then_flags(tmp_path):
-    from retriever.cli import build_parser
-    from retriever.cli.train import train_config_from_args
+    from e5rag.cli import build_parser
+    from e5rag.cli.train import train_config_from_args
 
     yaml_file = tmp_path / "train.yaml"
     yaml_file.write_text("data:\n  - a.jsonl:2\n  - {path: scifact, split: train}\nbatch_size: 64\nlr: 2.0e-4\n"
@@ -84,7 +83,7 @@ def test_bad_config_file(tmp_path):
 
 
 def test_cli_reports_config_errors_as_one_line(capsys):
-    from retriever.cli import main
+    from e5rag.cli import main
 
     assert main(["train", "--data", "x.jsonl", "--batch-size", "0"]) == 2
     err = capsys.readouterr().err

@@ -7,13 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
-from retriever.errors import InputError
-from retriever.instructions import format_document
-from retriever.tasks import get_task
-from training.config import DataSpec
-from training.data import Example, beir_examples, load_source, read_pairs
-from training.sampler import BatchPlan, choose_negatives, make_batch
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.instructions import format_document
+from e5rag.retriever.tasks import get_task
+from e5rag.training.config import DataSpec
+from e5rag.training.data import Example, beir_examples, load_source, read_pairs
+from e5rag.training.sampler import BatchPlan, choose_negatives, make_batch
 
 
 def test_read_pairs_keeps_the_four_fields(tmp_path):
@@ -101,7 +100,7 @@ def test_negatives_are_sampled_per_step_and_shards_are_contiguous():
     assert len(picked.negatives) == 2 and set(picked.negatives) <= set(ex.negatives)
     assert choose_negatives(ex, 9, rng) == ex
     examples = tuple(Example("t", f"q{i}", f"p{i}", tuple(f"n{i}{j}" for j in range(3))) for i in range(8))
-    from training.data import Source
+    from e5rag.training.data import Source
 
     sources = [Source(DataSpec("x"), examples)]
     plan = BatchPlan([8], [1.0], 8, seed=0)

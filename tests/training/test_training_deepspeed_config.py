@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from retriever.errors import InputError
-from training.deepspeed_config import build_deepspeed_config
-from training.optim import linear_warmup_decay, warmup_steps_for
+from e5rag.retriever.errors import InputError
+from e5rag.training.deepspeed_config import build_deepspeed_config
+from e5rag.training.optim import linear_warmup_decay, warmup_steps_for
 
 
 def test_preset_and_owned_keys():

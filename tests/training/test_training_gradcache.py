@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from retriever.instructions import format_query
-from training.data import read_pairs
-from training.gradcache import chunk_plan, gradcache_step, plain_step, tokenize_batch
-from training.loss import info_nce
-from training.model import load_trainable_encoder, trainable_parameters
+from e5rag.retriever.instructions import format_query
+from e5rag.training.data import read_pairs
+from e5rag.training.gradcache import chunk_plan, gradcache_step, plain_step, tokenize_batch
+from e5rag.training.loss import info_nce
+from e5rag.training.model import load_trainable_encoder, trainable_parameters
 
 
 def _encoder(make_config, **overrides):

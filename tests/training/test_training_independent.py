@@ -9,9 +9,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
-from training.metrics import read_metrics
-from training.trainer import train
+from e5rag.training.metrics import read_metrics
+from e5rag.training.trainer import train
 
 peft = pytest.importorskip("peft")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -8,8 +8,7 @@ import signal
 import threading
 
 import pytest
-
-from training.interrupt import StopRequest
+from e5rag.training.interrupt import StopRequest
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

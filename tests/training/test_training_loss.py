@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from retriever.errors import InputError
-from training.loss import batch_stats, info_nce
+from e5rag.retriever.errors import InputError
+from e5rag.training.loss import batch_stats, info_nce
 
 
 def numpy_info_nce(q: np.ndarray, d: np.ndarray, tau: float) -> float:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from training.config import TrainConfig
-from training.memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
+from e5rag.training.config import TrainConfig
+from e5rag.training.memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
 
 REPO = Path(__file__).resolve().parents[2]
 # Caps the address space at what it is after a warm-up step + HEADROOM_MB, then trains one step on
@@ -25,8 +24,8 @@ DRIVER = """
 import json, resource, sys
 import torch
 torch.set_num_threads(1)
-from training.config import TrainConfig
-from training.trainer import train
+from e5rag.training.config import TrainConfig
+from e5rag.training.trainer import train
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 # one uncapped step on short texts first: every lazy import and one-time set-up is then in place,
 # so the cap below only meets the activations of the step under test
@@ -55,7 +54,7 @@ def long_pairs(path: Path, n: int = 32, tokens: int = 1500) -> Path:
 
 
 def run_capped(config: dict, warmup_data: Path) -> dict:
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}
+    env = {"PATH": "/usr/bin:/bin", "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(config), str(HEADROOM_MB), str(warmup_data)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from retriever.encoder import Encoder
-from retriever.errors import InputError
-from training.merge import embedding_gap, merge_adapter
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.errors import InputError
+from e5rag.training.merge import embedding_gap, merge_adapter
 
 TEXTS = ["a claim about cells", "Instruct: Find the phrase\nQuery: river stone", "omega garden"]
 
@@ -16,8 +15,8 @@ TEXTS = ["a claim about cells", "Instruct: Find the phrase\nQuery: river stone",
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory, mistral_dir):
     """A LoRA adapter with random (non-zero) weights on every projection, saved in PEFT format."""
-    from training.config import TrainConfig
-    from training.model import load_trainable_encoder
+    from e5rag.training.config import TrainConfig
+    from e5rag.training.model import load_trainable_encoder
 
     encoder = load_trainable_encoder(TrainConfig(data=("x",), model=str(mistral_dir), max_length=64),
                                      torch.device("cpu"))
@@ -32,7 +31,7 @@ def adapter_dir(tmp_path_factory, mistral_dir):
 
 
 def test_merged_model_matches_base_plus_adapter(adapter_dir, mistral_dir, tmp_path):
-    from retriever.cli import main
+    from e5rag.cli import main
 
     out = tmp_path / "merged"
     assert main(["merge", "--model", str(mistral_dir), "--adapter", str(adapter_dir), "--out", str(out),
@@ -60,7 +59,7 @@ def test_peft_wrapping_does_not_surface_transformers_deprecation(adapter_dir, mi
     users of the encoder, the trainer and merge should not see that warning, but see every other one."""
     import warnings
 
-    from retriever.loading import quiet_peft_wrap
+    from e5rag.retriever.loading import quiet_peft_wrap
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from retriever.errors import InputError
-from retriever.instructions import format_document
-from retriever.tasks import get_task
-from training.mine import MineConfig, mine_hard_negatives, parse_window
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.instructions import format_document
+from e5rag.retriever.tasks import get_task
+from e5rag.training.mine import MineConfig, mine_hard_negatives, parse_window
 
 
 def _read(path):
@@ -30,7 +29,7 @@ def _brute_force(encoder, beir_dir):
 
 
 def test_mined_rows_follow_the_window_and_skip_positives(tiny_encoder, mistral_dir, beir_dir, tmp_path):
-    from retriever.cli import main
+    from e5rag.cli import main
 
     out = tmp_path / "mined.jsonl"
     assert main(["mine", str(beir_dir), "--out", str(out), "--model", str(mistral_dir), "--max-length", "64",
@@ -50,9 +49,9 @@ def test_mined_rows_follow_the_window_and_skip_positives(tiny_encoder, mistral_d
 
 
 def test_mining_an_index_and_sampling(tiny_encoder, mistral_dir, beir_dir, tmp_path):
-    from indexers import open_store
-    from retriever.search import SearchIndex
-    from retriever.sources import read_documents
+    from e5rag.indexers import open_store
+    from e5rag.retriever.search import SearchIndex
+    from e5rag.retriever.sources import read_documents
 
     index = tmp_path / "index"
     with SearchIndex(tiny_encoder, open_store(index), writing=True, model_source=str(mistral_dir)) as built:
@@ -73,7 +72,7 @@ def test_mining_an_index_and_sampling(tiny_encoder, mistral_dir, beir_dir, tmp_p
 
 
 def test_mined_rows_are_training_data(beir_dir, tmp_path, mistral_dir):
-    from training.data import read_pairs
+    from e5rag.training.data import read_pairs
 
     out = mine_hard_negatives(MineConfig(str(beir_dir), str(tmp_path / "m.jsonl"), model=str(mistral_dir),
                                          max_length=64, window=(2, 6), num_negatives=2)).out

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from training.checkpoint import list_checkpoints
-from training.metrics import read_metrics
-from training.trainer import train
+from e5rag.training.checkpoint import list_checkpoints
+from e5rag.training.metrics import read_metrics
+from e5rag.training.trainer import train
 
 pytest.importorskip("deepspeed")
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +50,7 @@ def test_two_processes_equal_one(make_config, tmp_path):
     flags = ["--data", str(data), "--model", config.model, "--max-length", str(config.max_length),
              "--batch-size", str(config.batch_size), "--lr", str(config.lr), "--max-steps", str(config.max_steps),
              "--lora-dropout", "0", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(_free_port()), str(WORKER), str(tmp_path / "ds"), str(tmp_path / "torch"),
                            *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=570)
@@ -75,7 +74,7 @@ def test_two_processes_equal_one(make_config, tmp_path):
 @pytest.mark.multiprocess
 @pytest.mark.timeout(600)
 def test_deepspeed_launcher_runs_the_cli_like_one_process(make_config, tmp_path):
-    """`deepspeed --num_accelerators 2 --module retriever train ... --deepspeed zero3`, the launcher
+    """`deepspeed --num_accelerators 2 --module e5rag train ... --deepspeed zero3`, the launcher
     users run (it puts --local_rank=N before the command), trains what one process trains."""
     from conftest import write_pairs  # tests/training/conftest.py
 
@@ -84,9 +83,9 @@ def test_deepspeed_launcher_runs_the_cli_like_one_process(make_config, tmp_path)
     flags = ["--data", str(data), "--model", config.model, "--max-length", str(config.max_length),
              "--batch-size", str(config.batch_size), "--lr", str(config.lr), "--max-steps", str(config.max_steps),
              "--lora-dropout", "0", "--no-progress", "--deepspeed", "zero3", "--output", str(tmp_path / "launched")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_accelerators", "2",
-                           "--master_port", str(_free_port()), "--module", "retriever", "train", *flags],
+                           "--master_port", str(_free_port()), "--module", "e5rag", "train", *flags],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=570)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 
@@ -129,9 +128,9 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(make_config, tmp
     flags = ["--data", config.data[0].path, "--model", config.model, "--max-length", str(config.max_length),
              "--batch-size", str(config.batch_size), "--max-steps", str(config.max_steps), "--save-every", "1000",
              "--no-progress", "--output", config.output]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", str(_free_port()), "-m", "retriever", "train", *flags],
+                             "--master_port", str(_free_port()), "-m", "e5rag", "train", *flags],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:

@@ -11,10 +11,9 @@ import sys
 import time
 
 import pytest
-
-from training.checkpoint import list_checkpoints
-from training.metrics import read_metrics
-from training.trainer import train
+from e5rag.training.checkpoint import list_checkpoints
+from e5rag.training.metrics import read_metrics
+from e5rag.training.trainer import train
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 STEPS = 16
@@ -30,8 +29,8 @@ def _flags(config) -> list[str]:
 def test_killed_run_resumes_with_the_same_losses(make_config, tmp_path):
     # Dropout stays on (0.1): the resumed run must restore the RNG to repeat the masks.
     config = make_config(output=str(tmp_path / "killed"), max_steps=STEPS, save_every=2)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "retriever", "train", *_flags(config)], cwd=REPO, env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "e5rag", "train", *_flags(config)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -69,8 +68,8 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_continues_ex
 
     # no periodic checkpoint: the only one is what the stop writes
     config = make_config(output=str(tmp_path / "stopped"), max_steps=40, save_every=1000)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "retriever", "train", *_flags(config)], cwd=REPO, env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "e5rag", "train", *_flags(config)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "stopped" / "metrics.jsonl"
     try:

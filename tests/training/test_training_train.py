@@ -8,16 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from retriever.encoder import Encoder
-from retriever.errors import InputError
-from training.data import read_pairs
-from training.gradcache import tokenize_batch
-from training.loss import info_nce
-from training.metrics import read_metrics
-from training.model import load_trainable_encoder
-from training.optim import linear_warmup_decay
-from training.trainer import train
+from e5rag.retriever.encoder import Encoder
+from e5rag.retriever.errors import InputError
+from e5rag.training.data import read_pairs
+from e5rag.training.gradcache import tokenize_batch
+from e5rag.training.loss import info_nce
+from e5rag.training.metrics import read_metrics
+from e5rag.training.model import load_trainable_encoder
+from e5rag.training.optim import linear_warmup_decay
+from e5rag.training.trainer import train
 
 
 def served_loss(encoder: Encoder, examples) -> float:
@@ -29,7 +28,7 @@ def served_loss(encoder: Encoder, examples) -> float:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mistral_dir, pairs_file):
-    from training.config import TrainConfig
+    from e5rag.training.config import TrainConfig
 
     config = TrainConfig(data=(str(pairs_file),), output=str(tmp_path_factory.mktemp("run") / "out"),
                          model=str(mistral_dir), max_length=48, batch_size=8, lr=3e-3, max_steps=24, warmup_steps=2,
@@ -84,8 +83,9 @@ def test_metrics_log_and_outputs(trained):
 
 
 def test_index_command_accepts_the_adapter(trained, mistral_dir, tmp_path):
-    from retriever.cli import main
-    from retriever.search import SearchIndex
+    from e5rag.retriever.search import SearchIndex
+
+    from e5rag.cli import main
 
     config, result = trained
     corpus = tmp_path / "docs.txt"

@@ -3,7 +3,7 @@ dataset) and ``e5rag merge`` (fold an adapter into the base weights).
 
 Every training option is a flag built from ``training.config.TrainConfig``; ``--config FILE.yaml``
 sets any of them and flags override the file. Several processes: ``torchrun --nproc_per_node N -m
-retriever train ...`` or ``deepspeed --num_gpus N --module retriever train --deepspeed zero3 ...``.
+e5rag train ...`` or ``deepspeed --num_gpus N --module e5rag train --deepspeed zero3 ...``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _none_or(kind):
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     import dataclasses
 
-    from training.config import TrainConfig
+    from e5rag.training.config import TrainConfig
 
     g = p.add_argument_group("training options (also settable in --config)")
     for f in dataclasses.fields(TrainConfig):
@@ -128,7 +128,7 @@ def train_config_from_args(args: argparse.Namespace):
     """Defaults < --config file < flags."""
     import dataclasses
 
-    from training.config import TrainConfig, load_config_file
+    from e5rag.training.config import TrainConfig, load_config_file
 
     values = load_config_file(args.config) if args.config else {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -137,7 +137,7 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.trainer import train
+    from e5rag.training.trainer import train
 
     result = train(train_config_from_args(args))
     import torch.distributed as dist
@@ -151,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_mine(args: argparse.Namespace) -> int:
-    from training.mine import MineConfig, mine_hard_negatives
+    from e5rag.training.mine import MineConfig, mine_hard_negatives
 
     index = None if args.index in (None, "none", "None") else args.index
     report = mine_hard_negatives(MineConfig(
@@ -165,7 +165,7 @@ def run_mine(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from training.merge import merge_adapter
+    from e5rag.training.merge import merge_adapter
 
     report = merge_adapter(args.model, args.adapter, args.out, tolerance=args.tolerance, max_length=args.max_length)
     print(f"merged into {report.out}; max abs embedding difference {report.max_abs_diff:.3g} over "

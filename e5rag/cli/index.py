@@ -28,10 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from indexers import open_store
+    from e5rag.indexers import open_store
+    from e5rag.retriever.search import SearchIndex
+    from e5rag.retriever.sources import FieldNames, read_documents
 
-    from ..search import SearchIndex
-    from ..sources import FieldNames, read_documents
     from .common import load_encoder_for
 
     docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))

@@ -52,8 +52,8 @@ def register(subparsers) -> None:
 
 def build_config(args: argparse.Namespace):
     """The ``SynthConfig`` the parsed arguments describe (raises ``InputError`` on bad input)."""
-    from retriever.errors import InputError
-    from synth import HttpBackendConfig, LocalBackendConfig, SynthConfig, resolve_kind
+    from e5rag.retriever.errors import InputError
+    from e5rag.synth import HttpBackendConfig, LocalBackendConfig, SynthConfig, resolve_kind
 
     if args.backend == "http":
         if not args.base_url or not args.model:
@@ -80,7 +80,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """0 when --out holds the requested examples, 1 when the request cap stopped the run short."""
-    from synth import synthesize
+    from e5rag.synth import synthesize
 
     summary = synthesize(build_config(args))
     print(summary.format_text(), file=sys.stderr)

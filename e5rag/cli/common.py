@@ -53,7 +53,7 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def load_encoder_for(store, args: argparse.Namespace):
     """The encoder for an existing index (its recorded model unless --model/--adapter say otherwise)
     or for a new one (--model, else the embedded default). Returns (encoder, source, adapter)."""
-    from ..encoder import Encoder
+    from e5rag.retriever.encoder import Encoder
 
     recorded = (store.manifest.model if store.manifest is not None else {}) or {}
     source = args.model if args.model is not None else recorded.get("source")

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    from indexers import open_store
+    from e5rag.indexers import open_store
 
     with open_store(args.index, readonly=True, **store_options(args)):
         pass  # refuses a missing index before anything is created
@@ -38,7 +38,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from indexers import open_store
+    from e5rag.indexers import open_store
 
     with open_store(args.index, readonly=True, **store_options(args)) as store:
         info = {"index": args.index, **store.manifest.to_dict(), "count": store.count()}
@@ -47,7 +47,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from ..tasks import DEFAULT_TASK, list_tasks
+    from e5rag.retriever.tasks import DEFAULT_TASK, list_tasks
 
     tasks = list_tasks()
     if args.json:

@@ -42,8 +42,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.harness import EvalConfig, run_evaluation
-    from ..evaluation.report import format_table, report_dict, save_plot
+    from e5rag.retriever.evaluation.harness import EvalConfig, run_evaluation
+    from e5rag.retriever.evaluation.report import format_table, report_dict, save_plot
 
     config = EvalConfig(datasets=tuple(args.datasets), split=args.split, models=tuple(args.models or [None]),
                         adapter=args.adapter, task=args.task, instruction=args.instruction, k=args.k,

@@ -29,12 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from indexers import open_store
+    from e5rag.indexers import open_store
+    from e5rag.retriever.errors import InputError
+    from e5rag.retriever.search import SearchIndex
+    from e5rag.retriever.sources import Query, read_queries
+    from e5rag.retriever.tasks import resolve_task
 
-    from ..errors import InputError
-    from ..search import SearchIndex
-    from ..sources import Query, read_queries
-    from ..tasks import resolve_task
     from .common import load_encoder_for
 
     if args.k < 1:

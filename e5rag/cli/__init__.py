@@ -19,7 +19,7 @@ COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e5rag", description="E5-style LLM embeddings: index once, ask many ways.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    # `deepspeed --module retriever ...` puts --local_rank=N before the command; ranks come from the
+    # `deepspeed --module e5rag ...` puts --local_rank=N before the command; ranks come from the
     # environment (LOCAL_RANK), so the value is accepted and ignored (also after `train`).
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank_top", type=int,
                         help=argparse.SUPPRESS)
@@ -32,9 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from indexers import StoreError
-
-    from ..errors import E5RagError
+    from e5rag.indexers import StoreError
+    from e5rag.retriever.errors import E5RagError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,60 @@
+"""The wheel installs exactly one import package, ``e5rag``, mapped over the repository's folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = {"e5rag": "e5rag", "e5rag.retriever": "retriever", "e5rag.indexers": "indexers",
+           "e5rag.training": "training", "e5rag.synth": "synth"}
+
+
+def _declared() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+
+
+def test_package_list_names_every_source_package():
+    cfg = _declared()
+    assert cfg["package-dir"] == FOLDERS
+    found = set()
+    for name, folder in FOLDERS.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join((name, *rel)))
+    assert sorted(cfg["packages"]) == sorted(found)
+
+
+def test_wheel_holds_only_e5rag(tmp_path):
+    pytest.importorskip("setuptools", minversion="77")
+    pytest.importorskip("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("e5rag-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"e5rag", wheel.name.split("-py")[0] + ".dist-info"}
+    assert "e5rag/retriever/default_model/adapter_model.safetensors" in names  # the shipped adapter
+    assert "e5rag/cli/__init__.py" in names and "e5rag/__main__.py" in names
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "e5rag = e5rag.cli:main" in entry
+
+
+def test_old_top_level_names_are_not_importable(tmp_path):
+    code = ("import importlib.util, sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+            "print([n for n in ('retriever', 'indexers', 'training', 'synth') if importlib.util.find_spec(n)])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_public_entry_points():
+    code = ("import e5rag, e5rag.langchain; from e5rag import Encoder, SearchIndex; "
+            "print(Encoder.__module__, SearchIndex.__module__, e5rag.langchain.E5Retriever.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["e5rag.retriever.encoder", "e5rag.retriever.search", "E5Retriever"], out.stderr
+    help_ = subprocess.run([sys.executable, "-m", "e5rag", "--help"], capture_output=True, text=True, timeout=120)
+    assert help_.returncode == 0 and "usage: e5rag" in help_.stdout
