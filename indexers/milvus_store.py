@@ -147,7 +147,8 @@ class MilvusStore(Store):
             self._acquired = self.lite
             with self._rpc("connect to"):
                 self._client = pymilvus.MilvusClient(uri=target, token=token or "", db_name=db_name or "",
-                                                     timeout=timeout)
+                                                     timeout=timeout,
+                                                     **(milvus_local.CLIENT_OPTIONS if self.lite else {}))
             if db_name:
                 self._ensure_database(db_name)
             self._manifest = self._open_collection()
