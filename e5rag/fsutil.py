@@ -1,14 +1,16 @@
 """Crash-safe file writes and a writer lock, shared by every layer (stdlib only, imports nothing of e5rag).
 
-* ``atomic_write_bytes/text/json``: write a sibling temporary file, fsync it, rename it over the
-  target, fsync the folder. A reader sees the old content or the new, never a torn file.
-* ``publish_dir``: build a whole folder beside its target, fsync it, rename it into place.
+* ``atomic_write_bytes/text/json`` and ``atomic_open`` (streaming): write a sibling temporary file,
+  fsync it, rename it over the target, fsync the folder. A reader sees the old content or the new,
+  never a torn file.
+* ``publish_dir``: build a whole folder beside its target, fsync it, rename it into place;
+  ``replace_dir``: the same for a folder the caller built.
 * ``make_dir``: a new folder with the permissions the umask gives (``tempfile.mkdtemp`` gives 0700).
 * ``FileLock``: an exclusive, non-blocking ``flock``; a second holder gets ``LockHeld``.
 
 Writers of one path are expected to be serialised (by a ``FileLock`` or by owning the path):
 the temporary name of ``atomic_write_*`` is fixed, so a killed writer's leftover is overwritten
-by the next write instead of piling up.
+by the next write instead of piling up (``unique=True`` where several processes may race).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class LockHeld(Exception):
@@ -56,13 +59,21 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(d)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Replace ``path`` with ``data`` atomically and durably. -> ``path``"""
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", *,
+                unique: bool = False) -> Iterator[IO]:
+    """A handle on a temporary sibling of ``path`` that replaces ``path`` (fsynced) when the block ends
+    without an error; on an error the temporary file is removed and ``path`` is untouched.
+
+    ``unique``: a temporary name of its own (for paths that several processes may write at once).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tag = f".{os.getpid()}-{secrets.token_hex(4)}" if unique else ""
+    tmp = path.with_name(f".{path.name}{tag}.tmp")
+    binary = "b" in mode
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        with open(tmp, mode, **({} if binary else {"encoding": encoding})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -70,7 +81,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, unique: bool = False) -> Path:
+    """Replace ``path`` with ``data`` atomically and durably. -> ``path``"""
+    with atomic_open(path, "wb", unique=unique) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
