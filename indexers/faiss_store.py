@@ -101,6 +101,9 @@ def _load_generation(root: Path, name: str) -> tuple[Manifest, Any, DocStore]:
     gen = root / name
     if gen.is_symlink() or not gen.is_dir():
         raise atomic.damaged(root, f"{atomic.CURRENT} names {name}, which is missing or not a folder")
+    for file in (MANIFEST_FILE, INDEX_FILE, DOCS_FILE):
+        if (gen / file).is_symlink():
+            raise atomic.damaged(root, f"{name}/{file} is a symbolic link (an index holds only its own files)")
     manifest = _read_manifest_file(root, gen / MANIFEST_FILE)
     try:
         index = _faiss().read_index(str(gen / INDEX_FILE))

@@ -102,6 +102,10 @@ def test_a_bad_index_type_comes_before_the_model_and_leaves_nothing(corpus_file,
     _error(capsys, ["index", corpus_file, "--index", index, "--index-type", "NotAnIndex", "--model",
                     tmp_path / "no-such-model"], "cannot build index type 'NotAnIndex'")
     assert not (tmp_path / "new").exists()
+    # A model that cannot be loaded: the new index's folder is not created either (no empty folder + .lock).
+    capsys.readouterr()
+    assert main(["index", str(corpus_file), "--index", str(index), "--model", str(tmp_path / "no-such-model")]) == 2
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_damaged_index_is_one_line_for_every_command_and_is_not_written(built, corpus_file, capsys):

@@ -130,6 +130,16 @@ def test_a_generation_that_is_a_symlink_out_of_the_folder_is_refused(tmp_path):
     assert (elsewhere / "docs.sqlite").is_file()
 
 
+def test_a_file_of_a_generation_that_is_a_symlink_is_refused(tmp_path):
+    path = tmp_path / "idx"
+    build(path)
+    secret = tmp_path / "secret.sqlite"
+    os.rename(path / "gen-000001" / "docs.sqlite", secret)
+    os.symlink(secret, path / "gen-000001" / "docs.sqlite")
+    with pytest.raises(StoreError, match="damaged: gen-000001/docs.sqlite is a symbolic link"):
+        open_store(path, readonly=True)
+
+
 # ---------------------------------------------------------------- 5: no torn reads during publishes
 _PUBLISHER = textwrap.dedent("""
     import sys, numpy as np
