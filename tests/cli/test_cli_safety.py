@@ -128,3 +128,13 @@ def test_current_pointing_outside_is_never_followed_by_delete(built, tmp_path, c
     (built / "CURRENT").write_text("../outside/x")
     _error(capsys, ["delete", "--index", built, "d1"], "is damaged: CURRENT holds '../outside/x'")
     assert (outside / "x" / "notes.txt").read_text() == "precious"
+
+
+def test_every_jsonl_reader_names_a_non_utf8_line(tmp_path):
+    from e5rag.retriever.errors import InputError
+    from e5rag.retriever.jsonl import iter_json_objects
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"query": "a"}\n{"query": "\xe9t\xe9"}\n')
+    with pytest.raises(InputError, match=f"{path} line 2: not valid UTF-8"):
+        list(iter_json_objects(path))
