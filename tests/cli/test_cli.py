@@ -100,7 +100,7 @@ def test_bad_inputs_are_one_clear_line(built_index, mistral_dir, tmp_path, capsy
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO('{"text": "q", "task": ""}\n'))
     _error(capsys, ["search", "--index", str(built_index)], "line 1")
     _error(capsys, ["search", "--index", str(built_index), "--model", str(tmp_path / "nomodel"), "q"], "not found")
-    _error(capsys, ["search", "--index", str(built_index), "--filter", 'metadata["x"] > 1', "q"], "cannot evaluate")
+    _error(capsys, ["search", "--index", str(built_index), "--filter", 'metadata.x > 1', "q"], "attribute .x")
 
 
 def test_txt_dir_and_stdin_sources(mistral_dir, tmp_path, capsys, monkeypatch):
