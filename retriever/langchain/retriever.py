@@ -75,6 +75,16 @@ class E5Retriever(BaseRetriever):
                                  **dict(store_options or {}))
         return cls(index=index, **fields)
 
+    def close(self) -> None:
+        """Close the index's store (releasing a Milvus Lite file for other processes)."""
+        self.index.close()
+
+    def __enter__(self) -> E5Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ search
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(kwargs) - set(CALL_OPTIONS) - set(_IGNORED))
