@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,14 @@ def check_vectors(vectors: np.ndarray, dim: int, n: int | None = None) -> np.nda
     return arr
 
 
+def check_existing(docs: Sequence[Document], found: Iterable[str]) -> None:
+    """Refuse an update naming ids the store does not hold."""
+    missing = sorted({d.id for d in docs} - set(found))
+    if missing:
+        raise StoreInputError(f"cannot update metadata of {len(missing)} document(s) not in the index "
+                              f"(e.g. {missing[0]!r}): add them with upsert")
+
+
 def check_documents(docs: Sequence[Document]) -> None:
     seen: set[str] = set()
     for d in docs:
@@ -134,6 +142,11 @@ class Store(ABC):
     @abstractmethod
     def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> None:
         """Add documents, replacing any with the same id. vectors: (len(docs), dim) float32."""
+
+    @abstractmethod
+    def update_metadata(self, docs: Sequence[Document]) -> None:
+        """Store new metadata (and content hash) for existing documents, keeping their vectors bit
+        for bit: for documents whose text and title are unchanged, so nothing is re-embedded."""
 
     @abstractmethod
     def delete(self, ids: Sequence[str]) -> int:

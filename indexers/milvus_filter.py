@@ -16,7 +16,17 @@ from __future__ import annotations
 
 import re
 
-from .filters import And, Compare, Filter, ForeignFilterError, In, Not, format_filter, format_literal, parse_filter
+from .filters import (
+    And,
+    Compare,
+    Filter,
+    ForeignFilterError,
+    In,
+    Not,
+    format_filter,
+    format_literal,
+    parse_filter,
+)
 
 # A field with at least one subscript: metadata["a"], metadata['a'][0] ... then `in [` or `not in [`.
 _JSON_IN = re.compile(

@@ -47,6 +47,7 @@ from .base import (
     StoreInputError,
     UnsupportedFilterError,
     check_documents,
+    check_existing,
     check_vectors,
 )
 from .milvus_filter import milvus_expression
@@ -56,6 +57,7 @@ from .milvus_schema import (
     HASH,
     ID,
     MAX_TOPK,
+    VECTOR,
     IndexConfig,
     build_index_params,
     build_schema,
@@ -314,6 +316,15 @@ class MilvusStore(Store):
             for batch in batches(rows, sizes):
                 self._client.upsert(self.collection, list(batch))
         self._dirty = True
+
+    def update_metadata(self, docs: Sequence[Document]) -> None:
+        """Milvus has no partial update: the rows are upserted again with their stored vectors."""
+        docs = list(docs)
+        check_documents(docs)
+        found = self._query_ids([d.id for d in docs], [VECTOR])
+        check_existing(docs, found)
+        if docs:
+            self.upsert(docs, np.asarray([found[d.id][VECTOR] for d in docs], dtype=np.float32))
 
     def delete(self, ids: Sequence[str]) -> int:
         self._writable()
