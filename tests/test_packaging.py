@@ -58,3 +58,30 @@ def test_public_entry_points():
     assert out.stdout.split() == ["e5rag.retriever.encoder", "e5rag.retriever.search", "E5Retriever"], out.stderr
     help_ = subprocess.run([sys.executable, "-m", "e5rag", "--help"], capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0 and "usage: e5rag" in help_.stdout
+
+
+def test_dependency_floors_are_the_tested_versions():
+    """Every declared floor is the minor version this environment tests: a floor below it would claim
+    support for versions nobody ran (move the floor when the environment moves)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [*project["dependencies"], *(d for deps in project["optional-dependencies"].values() for d in deps)]
+    checked, wrong = [], []
+    for text in declared:
+        req = Requirement(text)
+        floors = [s.version for s in req.specifier if s.operator == ">="]
+        if req.name == "e5rag" or not floors:
+            continue
+        try:
+            installed = Version(version(req.name))
+        except PackageNotFoundError:  # e.g. faiss-gpu on a CPU machine
+            continue
+        checked.append(req.name)
+        if Version(floors[0]).release[:2] != installed.release[:2]:
+            wrong.append(f"{req.name}>={floors[0]} but {installed} is what is tested")
+    assert not wrong, wrong
+    assert {"torch", "transformers", "peft", "langchain-core", "pymilvus", "faiss-cpu", "numpy"} <= set(checked)
