@@ -71,6 +71,20 @@ def default_adapter() -> Path | None:
     return None
 
 
+def resolve_adapter(path: str | os.PathLike) -> Path:
+    """The PEFT adapter folder meant by ``path``: the folder itself (it holds adapter_config.json),
+    or the adapter inside an ``e5rag train --output`` folder or a checkpoint (``PATH/adapter``)."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    if not path.exists():
+        raise ModelLoadError(f"adapter {path} does not exist: pass a PEFT adapter folder or an "
+                             "`e5rag train --output` folder")
+    raise ModelLoadError(f"adapter {path} is neither a PEFT adapter folder (no adapter_config.json) nor an "
+                         "`e5rag train --output` folder (no adapter/adapter_config.json inside)")
+
+
 def resolve_source(name_or_path: str | os.PathLike | None) -> ModelSource:
     """Turn a model argument into a ``ModelSource`` (no weights are read here)."""
     if name_or_path is None or str(name_or_path) == DEFAULT_MODEL:
