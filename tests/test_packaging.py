@@ -85,3 +85,17 @@ def test_dependency_floors_are_the_tested_versions():
             wrong.append(f"{req.name}>={floors[0]} but {installed} is what is tested")
     assert not wrong, wrong
     assert {"torch", "transformers", "peft", "langchain-core", "pymilvus", "faiss-cpu", "numpy"} <= set(checked)
+
+
+def test_no_maintainer_only_paths_in_docs_or_code():
+    """README, docs and code name data by what it is (``beir/scifact``), not by where the maintainers
+    keep it; recorded benchmark results (``benchmarks/results``) keep the commands as they ran."""
+    needles = ("/work" + "/", "../" + "shared/", '"shared" / ' + '"datasets"')
+    files = [REPO / "README.md", *REPO.glob("*/*.md"), *REPO.glob("examples/*")]
+    for folder in ("e5rag", "retriever", "indexers", "training", "synth", "benchmarks", "tests", "scripts", ".ci"):
+        files += [p for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".sh", ".md", ".yaml", "") and p.is_file()]
+    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()[:80]}" for p in sorted(set(files))
+             if "results" not in p.parts and "__pycache__" not in p.parts
+             for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if any(x in line for x in needles)]
+    assert not found, "\n".join(found)
