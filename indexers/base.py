@@ -103,14 +103,6 @@ def check_vectors(vectors: np.ndarray, dim: int, n: int | None = None) -> np.nda
     return arr
 
 
-def check_existing(docs: Sequence[Document], found: Iterable[str]) -> None:
-    """Refuse an update naming ids the store does not hold."""
-    missing = sorted({d.id for d in docs} - set(found))
-    if missing:
-        raise StoreInputError(f"cannot update metadata of {len(missing)} document(s) not in the index "
-                              f"(e.g. {missing[0]!r}): add them with upsert")
-
-
 def check_documents(docs: Sequence[Document]) -> None:
     seen: set[str] = set()
     for d in docs:
@@ -147,6 +139,14 @@ class Store(ABC):
     def update_metadata(self, docs: Sequence[Document]) -> None:
         """Store new metadata (and content hash) for existing documents, keeping their vectors bit
         for bit: for documents whose text and title are unchanged, so nothing is re-embedded."""
+
+    @staticmethod
+    def _check_existing(docs: Sequence[Document], found: Iterable[str]) -> None:
+        """For ``update_metadata``: refuse ids the store does not hold."""
+        missing = sorted({d.id for d in docs} - set(found))
+        if missing:
+            raise StoreInputError(f"cannot update metadata of {len(missing)} document(s) not in the index "
+                                  f"(e.g. {missing[0]!r}): add them with upsert")
 
     @abstractmethod
     def delete(self, ids: Sequence[str]) -> int:

@@ -17,17 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .base import (
-    Document,
-    Hit,
-    Manifest,
-    Store,
-    StoreError,
-    StoreInputError,
-    check_documents,
-    check_existing,
-    check_vectors,
-)
+from .base import Document, Hit, Manifest, Store, StoreError, StoreInputError, check_documents, check_vectors
 from .docstore import DocStore
 from .filters import parse_filter
 
@@ -150,7 +140,7 @@ class FaissStore(Store):
         self._require_init()
         check_documents(docs)
         store = self._writable()
-        check_existing(docs, store.iids([d.id for d in docs]))
+        self._check_existing(docs, store.iids([d.id for d in docs]))
         store.upsert(docs)  # the row keeps its iid, so its vector in the FAISS index is untouched
 
     def delete(self, ids: Sequence[str]) -> int:

@@ -47,7 +47,6 @@ from .base import (
     StoreInputError,
     UnsupportedFilterError,
     check_documents,
-    check_existing,
     check_vectors,
 )
 from .milvus_filter import milvus_expression
@@ -322,7 +321,7 @@ class MilvusStore(Store):
         docs = list(docs)
         check_documents(docs)
         found = self._query_ids([d.id for d in docs], [VECTOR])
-        check_existing(docs, found)
+        self._check_existing(docs, found)
         if docs:
             self.upsert(docs, np.asarray([found[d.id][VECTOR] for d in docs], dtype=np.float32))
 
