@@ -46,7 +46,7 @@ class E5Retriever(BaseRetriever):
     task: str | None = None
     """Registered task name or task sentence; None is the default web-search task."""
     filter: str | dict[str, Any] | None = None
-    """Metadata filter: an expression (``metadata["lang"] == "en"``) or a dict of required values."""
+    """Filter: an expression (``metadata["lang"] == "en"``) or a LangChain dict (``{"year": {"$gte": 2020}}``)."""
     score_threshold: float | None = None
     """Drop documents whose cosine score is below this."""
 

@@ -27,7 +27,8 @@ def test_index_and_search_end_to_end_in_a_subprocess(mistral_dir, tmp_path):
     r = run_cli("index", CORPUS, "--index", index, "--model", mistral_dir, "--max-length", 64, "--json")
     assert r.returncode == 0, r.stderr
     n_docs = sum(1 for line in CORPUS.read_text().splitlines() if line.strip())
-    assert json.loads(r.stdout) == {"index": str(index), "added": n_docs, "updated": 0, "skipped": 0, "total": n_docs}
+    assert json.loads(r.stdout) == {"index": str(index), "added": n_docs, "updated": 0, "skipped": 0, "total": n_docs,
+                                       "metadata_updated": 0}
     queries = "\n".join(json.dumps(q) for q in [
         {"id": "q1", "text": "Does coffee lower the risk of diabetes?", "task": "scifact"},
         {"id": "q2", "text": "Does coffee lower the risk of diabetes?", "task": "quora"}])
