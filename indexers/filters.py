@@ -119,12 +119,11 @@ def parse_filter(expr: str) -> Filter:
         raise UnsupportedFilterError("the filter is empty: pass an expression such as metadata[\"lang\"] == \"en\"")
     try:
         tree = ast.parse(_normalise(expr.strip()), mode="eval")
-    except (SyntaxError, tokenize.TokenError, IndentationError):
+        return _node(tree.body)
+    except (SyntaxError, tokenize.TokenError):
         raise ForeignFilterError(f"cannot parse filter {expr!r}: {_GRAMMAR}") from None
     except (RecursionError, MemoryError):
         raise UnsupportedFilterError(f"filter {expr[:80]!r}... is nested too deeply") from None
-    try:
-        return _node(tree.body)
     except _Refused as why:
         error = ForeignFilterError if why.foreign else UnsupportedFilterError
         raise error(f"cannot use filter {expr!r}: {why}; {_GRAMMAR}") from None
