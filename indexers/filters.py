@@ -13,7 +13,8 @@ Literals: strings, numbers, ``true`` / ``false``. Anything else (calls, attribut
 arithmetic, ``None``) is refused with ``UnsupportedFilterError``.
 
 Semantics (the same on every store): a comparison with a missing key, a JSON null or a value of
-another type is false; ``!=``, ``not in`` and ``not`` are plain negations (so true there).
+another type is false; ``!=``, ``not in`` and ``not`` are plain negations (so true there). Milvus
+Lite is the one exception: ``not`` over an ordering (``<``...) with a value of another type stays false.
 FAISS evaluates the tree in SQLite (``indexers.filter_sql``); Milvus gets it rewritten in its own
 expression language (``indexers.milvus_filter``).
 """
