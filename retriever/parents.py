@@ -1,0 +1,185 @@
+"""Documents and their chunks in a store: ids, metadata, the parent put back together, grouped hits.
+
+A document that fits the encoder is stored as itself. A longer one is stored as chunks
+``"{doc_id}#{n}"`` (n = 0, 1, ...), each carrying the parent's title and metadata plus
+``parent_id``, ``chunk`` (n), ``start``/``end`` (character offsets into the parent text) and
+``chunks`` (how many). Only the store's own API is used: chunk ids are found by probing
+``{doc_id}#0``, ``#1``, ... which is exact because a document's chunks are always numbered
+``0..n-1`` with no gap: writes replace them in order and deletes remove the highest first
+(see ``plan_writes``), so even a crash mid-write leaves a gap-free prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from e5rag.indexers import Document, Hit, Store
+
+from .chunking import Span, join_spans
+
+CHUNK_KEYS = ("parent_id", "chunk", "start", "end", "chunks")
+PARENT_METADATA = "parent_metadata"  # the parent's own metadata, kept whole where it used a key above
+_PROBE = 64  # chunk ids asked for per store call while probing
+
+
+def chunk_id(doc_id: str, n: int) -> str:
+    return f"{doc_id}#{n}"
+
+
+def split_document(doc: Document, spans: Sequence[Span]) -> list[Document]:
+    """The stored documents for ``doc``: itself when one span covers it, else one chunk per span."""
+    if len(spans) == 1 and spans[0] == Span(0, len(doc.text)):
+        return [doc]
+    base = dict(doc.metadata)
+    if any(k in base for k in (*CHUNK_KEYS, PARENT_METADATA)):
+        base[PARENT_METADATA] = dict(doc.metadata)
+    return [Document(chunk_id(doc.id, n), doc.text[s.start:s.end], doc.title,
+                     {**base, "parent_id": doc.id, "chunk": n, "start": s.start, "end": s.end,
+                      "chunks": len(spans)})
+            for n, s in enumerate(spans)]
+
+
+def is_chunk(doc: Document) -> bool:
+    m = doc.metadata
+    return isinstance(m.get("parent_id"), str) and isinstance(m.get("chunk"), int) and \
+        doc.id == chunk_id(m["parent_id"], m["chunk"])
+
+
+def parent_id(doc: Document) -> str:
+    """The id of the document a stored document belongs to (its own id when it is not a chunk)."""
+    return doc.metadata["parent_id"] if is_chunk(doc) else doc.id
+
+
+def position(doc: Document) -> dict[str, object]:
+    """``parent_id``, ``chunk``, ``start``, ``end`` of a stored document (a whole one: chunk 0)."""
+    if is_chunk(doc):
+        return {k: doc.metadata[k] for k in ("parent_id", "chunk", "start", "end")}
+    return {"parent_id": doc.id, "chunk": 0, "start": 0, "end": len(doc.text)}
+
+
+# ---------------------------------------------------------------------- reading a store
+def stored_chunk_ids(store: Store, doc_id: str, first: int = 0) -> list[str]:
+    """Ids of the stored chunks ``doc_id#first``, ``#first+1``, ... up to the first missing one."""
+    found: list[str] = []
+    n = first
+    while True:
+        ids = [chunk_id(doc_id, i) for i in range(n, n + _PROBE)]
+        present = store.content_hashes(ids)
+        for i in ids:
+            if i not in present:
+                return found
+            found.append(i)
+        n += _PROBE
+
+
+def get_document(store: Store, doc_id: str) -> Document | None:
+    """A document as it was indexed: a whole one as stored, a chunked one put back together from
+    its chunks (text, title, metadata). None when neither is in the store."""
+    whole = store.get([doc_id])[0]
+    if whole is not None:
+        return whole
+    chunks = [c for c in store.get(stored_chunk_ids(store, doc_id)) if c is not None]
+    if not chunks:
+        return None
+    text = join_spans([(c.metadata["start"], c.metadata["end"], c.text) for c in chunks])
+    meta = chunks[0].metadata
+    if PARENT_METADATA in meta:
+        meta = meta[PARENT_METADATA]
+    else:
+        meta = {k: v for k, v in meta.items() if k not in CHUNK_KEYS}
+    return Document(doc_id, text, chunks[0].title, meta)
+
+
+def delete_documents(store: Store, ids: Sequence[str]) -> int:
+    """Delete documents and every chunk of them (highest chunk first). -> how many stored rows went"""
+    doomed: list[str] = []
+    for doc_id in dict.fromkeys(ids):
+        doomed += [doc_id, *reversed(stored_chunk_ids(store, doc_id))]
+    return store.delete(doomed) if doomed else 0
+
+
+# ---------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class Write:
+    """What indexing one document does: delete ``stale`` ids (in this order), then upsert ``parts``."""
+
+    doc: Document
+    parts: list[Document]
+    stale: list[str]
+    existed: bool
+
+
+def plan_writes(store: Store, parts_of: Sequence[tuple[Document, list[Document]]],
+                skip_unchanged: bool = True) -> tuple[list[Write], int]:
+    """Compare each document's new parts with the store. -> (writes for changed/new documents, skipped)
+
+    A document is unchanged when every part is stored with the same content hash and nothing
+    else of it is (no whole copy beside chunks, no chunk past the last).
+    """
+    probes: list[str] = []
+    for doc, parts in parts_of:
+        probes += [p.id for p in parts]
+        probes += [chunk_id(doc.id, len(parts)), doc.id] if parts[0].id != doc.id else [chunk_id(doc.id, 0)]
+    known = store.content_hashes(probes)
+    writes: list[Write] = []
+    skipped = 0
+    for doc, parts in parts_of:
+        chunked = parts[0].id != doc.id
+        if chunked:
+            beyond = stored_chunk_ids(store, doc.id, len(parts)) if chunk_id(doc.id, len(parts)) in known else []
+            stale = ([doc.id] if doc.id in known else []) + beyond[::-1]
+        else:
+            stale = stored_chunk_ids(store, doc.id)[::-1] if chunk_id(doc.id, 0) in known else []
+        same = all(known.get(p.id) == p.content_hash for p in parts)
+        if skip_unchanged and same and not stale:
+            skipped += 1
+            continue
+        existed = bool(stale) or any(p.id in known for p in parts)
+        writes.append(Write(doc, parts, stale, existed))
+    return writes, skipped
+
+
+# ---------------------------------------------------------------------- searching
+def group_hits(hits: Sequence[Hit], k: int) -> list[Hit]:
+    """The best hit of each parent document, at most ``k`` of them, ranked again from 1."""
+    seen: set[str] = set()
+    out: list[Hit] = []
+    for h in hits:
+        parent = parent_id(h.document)
+        if parent in seen:
+            continue
+        seen.add(parent)
+        out.append(Hit(h.document, h.score, len(out) + 1))
+        if len(out) == k:
+            break
+    return out
+
+
+def search_documents(store: Store, queries: np.ndarray, k: int, filter: str | None = None,
+                     max_k: int = 16384) -> list[list[Hit]]:
+    """Top-``k`` documents per query row, each parent once (its best chunk). queries: (n, dim)
+
+    Asks the store for more chunks until ``k`` distinct parents are found or the store has no more.
+    """
+    total = store.count()
+    fetch = min(max(k, 1) * 4, max_k, max(total, 1))
+    results = store.search(queries, fetch, filter=filter)
+    out: list[list[Hit] | None] = [None] * len(results)
+    pending = list(range(len(results)))
+    while True:
+        retry = []
+        for i in pending:
+            grouped = group_hits(results[i], k)
+            if len(grouped) < k and len(results[i]) >= fetch and fetch < min(total, max_k):
+                retry.append(i)
+            else:
+                out[i] = grouped
+        if not retry:
+            return out  # type: ignore[return-value]
+        fetch = min(fetch * 4, max_k, total)
+        again = store.search(queries[retry], fetch, filter=filter)
+        for i, hits in zip(retry, again, strict=True):
+            results[i] = hits
+        pending = retry
