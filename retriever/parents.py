@@ -93,11 +93,18 @@ def get_document(store: Store, doc_id: str) -> Document | None:
 
 
 def delete_documents(store: Store, ids: Sequence[str]) -> int:
-    """Delete documents and every chunk of them (highest chunk first). -> how many stored rows went"""
+    """Delete documents, each with every chunk of it (highest chunk first). -> how many ids were stored"""
+    ids = list(dict.fromkeys(ids))
+    whole = store.content_hashes(ids)
     doomed: list[str] = []
-    for doc_id in dict.fromkeys(ids):
-        doomed += [doc_id, *reversed(stored_chunk_ids(store, doc_id))]
-    return store.delete(doomed) if doomed else 0
+    found = 0
+    for doc_id in ids:
+        chunks = stored_chunk_ids(store, doc_id)
+        found += bool(chunks) or doc_id in whole
+        doomed += ([doc_id] if doc_id in whole else []) + chunks[::-1]
+    if doomed:
+        store.delete(doomed)
+    return found
 
 
 # ---------------------------------------------------------------------- writing

@@ -140,7 +140,7 @@ class SearchIndex:
         return get_document(self.store, doc_id)
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id, each with all of its chunks. -> stored rows removed"""
+        """Delete documents by id, each with all of its chunks. -> how many of the ids were stored"""
         n = delete_documents(self.store, list(ids))
         self.store.commit()
         return n

@@ -23,23 +23,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="JSONL text field (default: text)")
     p.add_argument("--title-field", default="title", help="JSONL title field (default: title)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    g = p.add_argument_group("chunking (documents longer than a passage are stored as chunks ID#0, ID#1, ...)")
+    g.add_argument("--chunk-tokens", type=int, default=None, metavar="N",
+                   help="tokens per passage, title and EOS included (default: the model's --max-length)")
+    g.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
+                   help="tokens shared by consecutive passages (default: 10%% of --chunk-tokens)")
+    g.add_argument("--no-chunk", action="store_true",
+                   help="embed each document whole, truncated to --max-length (the old behaviour)")
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
+    from e5rag.retriever.chunking import ChunkConfig
+    from e5rag.retriever.errors import InputError
     from e5rag.retriever.search import SearchIndex
     from e5rag.retriever.sources import FieldNames, read_documents
 
     from .common import load_encoder_for
 
+    if args.no_chunk and (args.chunk_tokens is not None or args.chunk_overlap is not None):
+        raise InputError("--no-chunk cannot be combined with --chunk-tokens/--chunk-overlap")
+    chunking = None if args.no_chunk else ChunkConfig(args.chunk_tokens, args.chunk_overlap)
     docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))
     store = open_store(args.index, index_type=args.index_type, **store_options(args))
     try:
         encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-        report = index.add(docs, batch_size=args.batch_size)
+        report = index.add(docs, batch_size=args.batch_size, chunking=chunking)
     finally:
         store.close()
     if args.json:
