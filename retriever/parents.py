@@ -11,6 +11,7 @@ A document that fits the encoder is stored as itself. A longer one is stored as 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from e5rag.indexers import Document, Hit, Store
 
 from .chunking import Span, join_spans
 
-CHUNK_KEYS = ("parent_id", "chunk", "start", "end", "chunks")
+CHUNK_KEYS = ("parent_id", "chunk", "start", "end", "chunks", "page")
 PARENT_METADATA = "parent_metadata"  # the parent's own metadata, kept whole where it used a key above
 _PROBE = 64  # chunk ids asked for per store call while probing
 
@@ -35,10 +36,14 @@ def split_document(doc: Document, spans: Sequence[Span]) -> list[Document]:
     base = dict(doc.metadata)
     if any(k in base for k in (*CHUNK_KEYS, PARENT_METADATA)):
         base[PARENT_METADATA] = dict(doc.metadata)
-    return [Document(chunk_id(doc.id, n), doc.text[s.start:s.end], doc.title,
-                     {**base, "parent_id": doc.id, "chunk": n, "start": s.start, "end": s.end,
-                      "chunks": len(spans)})
-            for n, s in enumerate(spans)]
+    pages = doc.metadata.get("page_starts")  # a PDF's page offsets (see ``extract.pdf_text``)
+    chunks = []
+    for n, s in enumerate(spans):
+        meta = {**base, "parent_id": doc.id, "chunk": n, "start": s.start, "end": s.end, "chunks": len(spans)}
+        if isinstance(pages, list) and pages:
+            meta["page"] = bisect_right(pages, s.start)  # 1-based: the page the chunk starts on
+        chunks.append(Document(chunk_id(doc.id, n), doc.text[s.start:s.end], doc.title, meta))
+    return chunks
 
 
 def is_chunk(doc: Document) -> bool:

@@ -1,5 +1,6 @@
 """Read documents and queries from the formats users have: BEIR ``corpus.jsonl``, any JSONL,
-plain text (one item a line), a folder of ``.txt``/``.md`` files, or ``-`` for stdin.
+plain text (one item a line), a Markdown, HTML or PDF file (one document), a folder of such files
+(recursively; see ``extract``), or ``-`` for stdin.
 
 Everything is read and validated before anything is embedded, so a bad line 90,000 fails in
 seconds with its file and line number, and never after an hour of encoding.
@@ -7,6 +8,7 @@ seconds with its file and line number, and never after an hour of encoding.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,11 +18,15 @@ from typing import Any, TextIO
 from e5rag.indexers import Document
 
 from .errors import InputError
+from .extract import KNOWN_SUFFIXES, extract_file, is_known, looks_binary
 from .jsonl import numbered_lines as _lines
 from .jsonl import parse_json_object as _parse_json_line
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
-TEXT_EXTENSIONS = (".txt", ".md")
+# Given by name (not in a folder), these are one document each; a .txt file is one document a line.
+WHOLE_FILE_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".pdf")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,18 +96,44 @@ def iter_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), st
             continue
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_EXTENSIONS)
-            if not files:
-                raise InputError(f"{path} holds no .txt or .md files")
-            for f in files:
-                text = f.read_text(encoding="utf-8", errors="replace").strip()
-                if text:
-                    yield Document(str(f.relative_to(path)), text, "", {"path": str(f)})
+            yield from _read_folder(path)
             continue
         if not path.is_file():
             raise InputError(f"{source}: no such file or directory")
+        if path.suffix.lower() in WHOLE_FILE_SUFFIXES:  # one document per file
+            doc = _file_document(path, path.name)
+            if doc is not None:
+                yield doc
+            continue
         with open(path, encoding="utf-8") as fh:
             yield from _read_handle(fh, str(path), path.stem, fields)
+
+
+def _file_document(path: Path, doc_id: str) -> Document | None:
+    """One file as one document (None when it holds no text)."""
+    found = extract_file(path)
+    if not (found.title + found.text).strip():
+        return None
+    return Document(doc_id, found.text, found.title, {"path": str(path), **found.metadata})
+
+
+def _read_folder(folder: Path) -> Iterator[Document]:
+    """Every document file under ``folder`` (recursively, hidden paths left out); any other file is
+    skipped with one warning line."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    known = [f for f in files if is_known(f)]
+    for f in files:
+        if not is_known(f):
+            with open(f, "rb") as fh:
+                what = "a binary file" if looks_binary(fh.read(8192)) else "not a known document type"
+            log.warning("skipping %s: %s (indexed: %s)", f, what, " ".join(KNOWN_SUFFIXES))
+    if not known:
+        raise InputError(f"{folder} holds no document files ({' '.join(KNOWN_SUFFIXES)})")
+    for f in known:
+        doc = _file_document(f, str(f.relative_to(folder)))
+        if doc is not None:
+            yield doc
 
 
 def read_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), stdin: TextIO | None = None) -> list[Document]:
