@@ -4,7 +4,9 @@ Milvus Lite)."""
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
 
 import numpy as np
 import pytest
@@ -34,12 +36,33 @@ def milvus_available() -> bool:
     return True
 
 
-STORES = ["faiss", pytest.param("milvus", marks=[pytest.mark.milvus,
-                                                 pytest.mark.skipif(not milvus_available(), reason="no Milvus Lite")])]
+SERVER_URI = os.environ.get("E5RAG_MILVUS_URI")
+_MILVUS = [pytest.mark.milvus, pytest.mark.skipif(not milvus_available(), reason="no Milvus Lite")]
+STORES = ["faiss", pytest.param("milvus", marks=_MILVUS),
+          pytest.param("server", marks=[*_MILVUS, pytest.mark.skipif(
+              not SERVER_URI, reason="set E5RAG_MILVUS_URI=http://host:19530 to run against a Milvus server")])]
 
 
-def location(tmp_path, kind: str):
-    return tmp_path / ("i.db" if kind == "milvus" else "i")
+@pytest.fixture
+def store_at(tmp_path, request):
+    """Factory: opens the test's store (FAISS directory, Milvus Lite file, or a fresh collection on
+    the Milvus server, dropped afterwards)."""
+    kind = request.node.callspec.params["kind"]
+    collection = f"chunks_{uuid.uuid4().hex[:12]}"
+
+    def open_it():
+        if kind == "server":
+            return open_store(SERVER_URI, collection=collection)
+        return open_store(tmp_path / ("i.db" if kind == "milvus" else "i"))
+
+    yield open_it
+    if kind == "server":
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(SERVER_URI)
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+        client.close()
 
 
 def stored_ids(store) -> set[str]:
@@ -57,8 +80,8 @@ def long_doc():
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_long_document_becomes_chunks_with_positions_and_comes_back_whole(tiny_encoder, tmp_path, kind, long_doc):
-    with SearchIndex(tiny_encoder, open_store(location(tmp_path, kind)), writing=True) as index:
+def test_long_document_becomes_chunks_with_positions_and_comes_back_whole(tiny_encoder, store_at, kind, long_doc):
+    with SearchIndex(tiny_encoder, store_at(), writing=True) as index:
         report = index.add([*SHORT, long_doc])
         spans = chunk_spans(long_doc.text, tiny_encoder.tokenizer, 64, 6, long_doc.title)
         assert len(spans) > 3
@@ -119,12 +142,11 @@ def test_search_is_per_document_best_chunk_wins(tiny_encoder, tmp_path):
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_updates_replace_every_chunk_and_deletes_remove_them(tiny_encoder, tmp_path, kind):
-    path = location(tmp_path, kind)
+def test_updates_replace_every_chunk_and_deletes_remove_them(tiny_encoder, store_at, kind):
     versions = [long_text(1, 12), long_text(2, 5), "Now a short document.", long_text(3, 8)]
     for i, text in enumerate(versions):
         doc = Document("X", text, "T")
-        with SearchIndex(tiny_encoder, open_store(path), writing=True) as index:
+        with SearchIndex(tiny_encoder, store_at(), writing=True) as index:
             report = index.add([doc, SHORT[1]])
             assert (report.added, report.updated, report.skipped) == ((2, 0, 0) if i == 0 else (0, 1, 1))
             n = len(index.split(doc))
@@ -133,8 +155,8 @@ def test_updates_replace_every_chunk_and_deletes_remove_them(tiny_encoder, tmp_p
             assert index.get("X") == doc
             again = index.add([doc, SHORT[1]])
             assert (again.added, again.updated, again.skipped) == (0, 0, 2)
-    with SearchIndex(tiny_encoder, open_store(path), writing=True) as index:
-        assert index.delete(["X"]) == len(want)
+    with SearchIndex(tiny_encoder, store_at(), writing=True) as index:
+        assert index.delete(["X", "nothing"]) == 1
         assert stored_ids(index.store) == {"b"} and index.get("X") is None
 
 
