@@ -11,6 +11,7 @@ A document that fits the encoder is stored as itself. A longer one is stored as 
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .chunking import Span, join_spans
 CHUNK_KEYS = ("parent_id", "chunk", "start", "end", "chunks", "page")
 PARENT_METADATA = "parent_metadata"  # the parent's own metadata, kept whole where it used a key above
 _PROBE = 64  # chunk ids asked for per store call while probing
+_CHUNK_ID = re.compile(r"^(.*)#(\d+)$", re.DOTALL)
 
 
 def chunk_id(doc_id: str, n: int) -> str:
@@ -151,6 +153,24 @@ def plan_writes(store: Store, parts_of: Sequence[tuple[Document, list[Document]]
         existed = bool(stale) or any(p.id in known for p in parts)
         writes.append(Write(doc, parts, stale, existed))
     return writes, skipped
+
+
+def parent_of_id(stored_id: str) -> str:
+    """The document id a stored id belongs to, read from the id alone (``a#3`` -> ``a``)."""
+    m = _CHUNK_ID.match(stored_id)
+    return m.group(1) if m else stored_id
+
+
+def stale_ids(store: Store, parts_of: Sequence[tuple[Document, list[Document]]]) -> list[str]:
+    """Every stored id that is not a part of these documents, a document's chunks highest first
+    (so an interrupted delete leaves the rest numbered without a gap)."""
+    keep = {p.id for _, parts in parts_of for p in parts}
+
+    def order(i: str):
+        m = _CHUNK_ID.match(i)
+        return (m.group(1), -int(m.group(2))) if m else (i, 1)
+
+    return sorted((i for i in store.ids() if i not in keep), key=order)
 
 
 # ---------------------------------------------------------------------- searching

@@ -17,7 +17,16 @@ from .chunking import DEFAULT_CHUNKING, ChunkConfig, chunk_spans
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
-from .parents import Write, delete_documents, get_document, plan_writes, search_documents, split_document
+from .parents import (
+    Write,
+    delete_documents,
+    get_document,
+    parent_of_id,
+    plan_writes,
+    search_documents,
+    split_document,
+    stale_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,7 @@ class IndexReport:
     updated: int
     skipped: int
     total: int
+    deleted: int = 0  # documents whose source is gone (``sync=True``)
 
 
 def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
@@ -93,12 +103,14 @@ class SearchIndex:
     # ------------------------------------------------------------------ writing
     def add(self, docs: Sequence[Document], *, batch_size: int = 16, commit_every: int = 4096,
             skip_unchanged: bool = True, show_progress_bar: bool | None = None,
-            chunking: ChunkConfig | None = DEFAULT_CHUNKING) -> IndexReport:
+            chunking: ChunkConfig | None = DEFAULT_CHUNKING, sync: bool = False) -> IndexReport:
         """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that.
 
         Documents longer than ``chunking.tokens`` are stored as chunks (see ``parents``); every
         write of a document (its chunks, and removing chunks it no longer has) lands in one commit.
         ``chunking=None`` embeds each document whole, truncated to the encoder's max length.
+        ``sync=True`` also deletes every stored document that is not in ``docs`` (LangChain's
+        ``cleanup="full"``), in the last commit.
         """
         docs = list(docs)
         if not docs:
@@ -107,15 +119,20 @@ class SearchIndex:
         if self.store.manifest is None:
             self.store.initialize(self.encoder.dim, self._record)
         writes, skipped = plan_writes(self.store, parts_of, skip_unchanged)
+        gone = stale_ids(self.store, parts_of) if sync else []
         updated = sum(1 for w in writes if w.existed)
         group: list[Write] = []
         for i, write in enumerate(writes):
             group.append(write)
             if sum(len(w.parts) for w in group) >= commit_every or i == len(writes) - 1:
-                self._write(group, batch_size, show_progress_bar)
+                self._write(group, batch_size, show_progress_bar, gone if i == len(writes) - 1 else [])
                 group = []
+        if gone and not writes:
+            self.store.delete(gone)
         self.store.commit()
-        return IndexReport(added=len(writes) - updated, updated=updated, skipped=skipped, total=self.store.count())
+        deleted = len({parent_of_id(i) for i in gone} - {d.id for d in docs})
+        return IndexReport(added=len(writes) - updated, updated=updated, skipped=skipped, total=self.store.count(),
+                           deleted=deleted)
 
     def split(self, doc: Document, chunking: ChunkConfig | None = DEFAULT_CHUNKING) -> list[Document]:
         """The documents ``doc`` is stored as: itself, or its chunks when it is longer than a passage."""
@@ -124,12 +141,13 @@ class SearchIndex:
         tokens, overlap = chunking.resolve(self.encoder.max_length)
         return split_document(doc, chunk_spans(doc.text, self.encoder.tokenizer, tokens, overlap, doc.title))
 
-    def _write(self, group: Sequence[Write], batch_size: int, show_progress_bar: bool | None) -> None:
-        """Embed, then for each document delete its stale chunks and upsert its parts; one commit."""
+    def _write(self, group: Sequence[Write], batch_size: int, show_progress_bar: bool | None,
+               gone: Sequence[str] = ()) -> None:
+        """Embed, then delete stale chunks (and ``gone`` ids) and upsert the parts; one commit."""
         parts = [p for w in group for p in w.parts]
         vectors = self.encoder.encode_document([p.text for p in parts], [p.title for p in parts],
                                                batch_size=batch_size, show_progress_bar=show_progress_bar)
-        stale = [i for w in group for i in w.stale]
+        stale = list(dict.fromkeys([i for w in group for i in w.stale] + list(gone)))
         if stale:
             self.store.delete(stale)
         self.store.upsert(parts, vectors)

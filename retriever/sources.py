@@ -1,6 +1,7 @@
-"""Read documents and queries from the formats users have: BEIR ``corpus.jsonl``, any JSONL,
-plain text (one item a line), a Markdown, HTML or PDF file (one document), a folder of such files
-(recursively; see ``extract``), or ``-`` for stdin.
+"""Read documents and queries from the formats users have: BEIR ``corpus.jsonl``, any JSONL, a
+text, Markdown, HTML or PDF file (one document, its id the file name), a folder of such files
+(recursively, ids the paths inside it; see ``extract``), or ``-`` for stdin (JSONL, or one
+document a line).
 
 Everything is read and validated before anything is embedded, so a bad line 90,000 fails in
 seconds with its file and line number, and never after an hour of encoding.
@@ -23,8 +24,7 @@ from .jsonl import numbered_lines as _lines
 from .jsonl import parse_json_object as _parse_json_line
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
-# Given by name (not in a folder), these are one document each; a .txt file is one document a line.
-WHOLE_FILE_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".pdf")
+JSONL_SUFFIXES = (".jsonl", ".json")
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,23 @@ def iter_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), st
             continue
         if not path.is_file():
             raise InputError(f"{source}: no such file or directory")
-        if path.suffix.lower() in WHOLE_FILE_SUFFIXES:  # one document per file
+        if not _is_jsonl(path):  # one document per file, its id the file name
             doc = _file_document(path, path.name)
             if doc is not None:
                 yield doc
             continue
         with open(path, encoding="utf-8") as fh:
             yield from _read_handle(fh, str(path), path.stem, fields)
+
+
+def _is_jsonl(path: Path) -> bool:
+    """A ``.jsonl``/``.json`` file, or a file of no known document type whose first line is a JSON object."""
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return True
+    if is_known(path):
+        return False
+    with open(path, "rb") as fh:
+        return fh.readline(4096).lstrip().startswith(b"{")
 
 
 def _file_document(path: Path, doc_id: str) -> Document | None:

@@ -116,13 +116,14 @@ def test_txt_dir_and_stdin_sources(mistral_dir, tmp_path, capsys, monkeypatch):
     index = tmp_path / "i"
     assert main(["index", str(folder), str(lines), "-", "--index", str(index), "--model", str(mistral_dir),
                  "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["total"] == 5
+    assert json.loads(capsys.readouterr().out)["total"] == 4
     from e5rag.indexers import open_store
 
     with open_store(index, readonly=True) as store:
-        a, b, l1, l3, s1 = store.get(["a.md", "sub/b.txt", "lines:1", "lines:3", "stdin:1"])
+        a, b, lines_doc, s1 = store.get(["a.md", "sub/b.txt", "lines.txt", "stdin:1"])
     assert a.text.startswith("# Coffee") and b.text == "Tea is brewed from leaves."
-    assert (l1.text, l3.text, s1.text) == ("first line document", "second line document", "from stdin")
+    # a .txt file is one document named after the file (no `stem:line` ids); stdin lines stay one each
+    assert (lines_doc.text, s1.text) == ("first line document\n\nsecond line document", "from stdin")
 
 
 @pytest.mark.milvus
