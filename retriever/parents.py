@@ -20,6 +20,7 @@ import numpy as np
 from e5rag.indexers import Document, Hit, Store
 
 from .chunking import Span, join_spans
+from .errors import InputError
 
 CHUNK_KEYS = ("parent_id", "chunk", "start", "end", "chunks", "page")
 PARENT_METADATA = "parent_metadata"  # the parent's own metadata, kept whole where it used a key above
@@ -103,6 +104,10 @@ def delete_documents(store: Store, ids: Sequence[str]) -> int:
     """Delete documents, each with every chunk of it (highest chunk first). -> how many ids were stored"""
     ids = list(dict.fromkeys(ids))
     whole = store.content_hashes(ids)
+    for doc in store.get([i for i in ids if _CHUNK_ID.match(i) and i in whole]):
+        if doc is not None and is_chunk(doc):  # one chunk alone would leave a gap in its document
+            raise InputError(f"{doc.id!r} is chunk {doc.metadata['chunk']} of document "
+                             f"{doc.metadata['parent_id']!r}: delete the document, which removes all its chunks")
     doomed: list[str] = []
     found = 0
     for doc_id in ids:
@@ -125,6 +130,18 @@ class Write:
     existed: bool
 
 
+def check_part_ids(parts_of: Sequence[tuple[Document, list[Document]]]) -> None:
+    """Refuse input where a chunk id of one document is another document's id."""
+    owner: dict[str, str] = {}
+    for doc, parts in parts_of:
+        for n, p in enumerate(parts):
+            what = f"document {doc.id!r}" if p is doc else f"chunk {n} of document {doc.id!r}"
+            if p.id in owner:
+                raise InputError(f"id {p.id!r} is both {owner[p.id]} and {what}: rename the document "
+                                 "('#N' ends the ids of chunks)")
+            owner[p.id] = what
+
+
 def plan_writes(store: Store, parts_of: Sequence[tuple[Document, list[Document]]],
                 skip_unchanged: bool = True) -> tuple[list[Write], int]:
     """Compare each document's new parts with the store. -> (writes for changed/new documents, skipped)
@@ -132,6 +149,7 @@ def plan_writes(store: Store, parts_of: Sequence[tuple[Document, list[Document]]
     A document is unchanged when every part is stored with the same content hash and nothing
     else of it is (no whole copy beside chunks, no chunk past the last).
     """
+    check_part_ids(parts_of)
     probes: list[str] = []
     for doc, parts in parts_of:
         probes += [p.id for p in parts]

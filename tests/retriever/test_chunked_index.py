@@ -171,3 +171,16 @@ def test_unchanged_long_document_is_not_embedded_again(tiny_encoder, tmp_path, l
         report = index.add([long_doc], chunking=ChunkConfig(48, 4))  # other chunk sizes: chunked again
         assert report.updated == 1 and calls
         assert stored_ids(index.store) == {p.id for p in index.split(long_doc, ChunkConfig(48, 4))}
+
+
+def test_a_chunk_alone_cannot_be_deleted_and_ids_cannot_clash(tiny_encoder, tmp_path, long_doc):
+    from e5rag.retriever.errors import InputError
+
+    with SearchIndex(tiny_encoder, open_store(tmp_path / "i"), writing=True) as index:
+        index.add([long_doc, Document("plain#1", "A document whose own id ends in #1.")])
+        with pytest.raises(InputError, match="'L#2' is chunk 2 of document 'L': delete the document"):
+            index.delete(["L#2"])
+        assert index.delete(["plain#1"]) == 1  # not a chunk: deleted like any document
+        with pytest.raises(InputError, match="id 'L#0' is both chunk 0 of document 'L' and document 'L#0'"):
+            index.add([long_doc, Document("L#0", "clash")])
+        assert index.get("L") == long_doc
