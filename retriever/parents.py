@@ -211,25 +211,22 @@ def search_documents(store: Store, queries: np.ndarray, k: int, filter: str | No
                      max_k: int = 16384) -> list[list[Hit]]:
     """Top-``k`` documents per query row, each parent once (its best chunk). queries: (n, dim)
 
-    Asks the store for more chunks until ``k`` distinct parents are found or the store has no more.
+    Asks the store for 4k chunks, then for 4 times more for any query that got fewer than ``k``
+    distinct documents from a full list (the store had more), up to ``max_k`` (Milvus' top-k limit).
     """
-    total = store.count()
-    fetch = min(max(k, 1) * 4, max_k, max(total, 1))
+    fetch = min(max(k, 1) * 4, max_k)
     results = store.search(queries, fetch, filter=filter)
-    out: list[list[Hit] | None] = [None] * len(results)
+    out: list[list[Hit]] = [[] for _ in results]
     pending = list(range(len(results)))
-    while True:
+    while pending:
         retry = []
         for i in pending:
-            grouped = group_hits(results[i], k)
-            if len(grouped) < k and len(results[i]) >= fetch and fetch < min(total, max_k):
+            out[i] = group_hits(results[i], k)
+            if len(out[i]) < k and len(results[i]) >= fetch and fetch < max_k:
                 retry.append(i)
-            else:
-                out[i] = grouped
-        if not retry:
-            return out  # type: ignore[return-value]
-        fetch = min(fetch * 4, max_k, total)
-        again = store.search(queries[retry], fetch, filter=filter)
-        for i, hits in zip(retry, again, strict=True):
-            results[i] = hits
+        if retry:
+            fetch = min(fetch * 4, max_k)
+            for i, hits in zip(retry, store.search(queries[retry], fetch, filter=filter), strict=True):
+                results[i] = hits
         pending = retry
+    return out

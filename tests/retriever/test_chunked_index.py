@@ -184,3 +184,23 @@ def test_a_chunk_alone_cannot_be_deleted_and_ids_cannot_clash(tiny_encoder, tmp_
         with pytest.raises(InputError, match="id 'L#0' is both chunk 0 of document 'L' and document 'L#0'"):
             index.add([long_doc, Document("L#0", "clash")])
         assert index.get("L") == long_doc
+
+
+def test_grouped_search_asks_for_more_when_one_document_fills_the_list(tmp_path):
+    from e5rag.retriever.chunking import Span
+    from e5rag.retriever.parents import search_documents, split_document
+
+    big = split_document(Document("A", "x" * 300), [Span(i * 10, i * 10 + 10) for i in range(30)])
+    docs = [*big, Document("B", "b"), Document("C", "c")]
+    rng = np.random.default_rng(0)
+    q = np.array([1.0, 0, 0, 0], dtype=np.float32)
+    vecs = np.array([[1.0, *(rng.random(3) * 0.1)] for _ in big] + [[0.5, 1, 0, 0], [0.2, 0, 1, 0]], dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    with open_store(tmp_path / "i") as store:
+        store.initialize(4, {})
+        store.upsert(docs, vecs)
+        store.commit()
+        for k, want in [(1, ["A"]), (2, ["A", "B"]), (3, ["A", "B", "C"]), (5, ["A", "B", "C"])]:
+            hits = search_documents(store, q[None], k)[0]  # the first ask (4k chunks) holds only A's
+            assert [h.document.metadata.get("parent_id", h.document.id) for h in hits] == want
+            assert hits[0].score == pytest.approx(float((vecs[:30] @ q).max()), abs=1e-6)
