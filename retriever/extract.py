@@ -50,13 +50,16 @@ def looks_binary(data: bytes) -> bool:
 
 
 def extract_file(path: Path) -> Extracted:
-    """The text of one file of a known type (see ``KNOWN_SUFFIXES``); InputError if it cannot be read."""
+    """The text of one file: a known type (see ``KNOWN_SUFFIXES``), else plain text; InputError for
+    a binary file or one that cannot be read."""
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
         return pdf_text(path)
     data = path.read_bytes()
     if looks_binary(data):
-        raise InputError(f"{path}: a binary file, not {suffix} text")
+        if suffix in KNOWN_SUFFIXES:
+            raise InputError(f"{path}: a binary file, not {suffix} text")
+        raise InputError(f"{path}: a binary file of no known document type (indexed: {' '.join(KNOWN_SUFFIXES)})")
     raw = data.decode("utf-8", errors="replace")
     if suffix in MARKDOWN_SUFFIXES:
         return Extracted(markdown_text(raw))

@@ -121,6 +121,10 @@ def test_folder_recurses_and_skips_other_files_with_one_warning_each(tmp_path, c
     assert any("script.py: not a known document type" in w for w in warnings)
     with pytest.raises(InputError, match="holds no document files"):
         read_documents([str(root / ".git")])
+    with pytest.raises(InputError, match="data.bin: a binary file of no known document type"):
+        read_documents([str(root / "data.bin")])  # given by name: refused, not indexed as garbage
+    [script] = read_documents([str(root / "script.py")])  # given by name, text: one document
+    assert (script.id, script.text) == ("script.py", "print('hi')")
 
 
 def test_formats_through_the_cli(mistral_dir, tmp_path, capsys):
