@@ -12,7 +12,7 @@ from .common import add_store_args, store_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("get", help="print documents by id, a chunked one whole (its chunks put back together)",
                        description="Print each document's text, or with --json one JSON object a line "
-                                   '{"id", "title", "text", "metadata"} (corpus.jsonl style). A chunk id '
+                                   '{"_id", "title", "text", "metadata"} (corpus.jsonl style). A chunk id '
                                    "(ID#N) prints that chunk alone.")
     p.add_argument("ids", nargs="+", metavar="DOC_ID")
     add_store_args(p)
