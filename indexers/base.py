@@ -160,6 +160,10 @@ class Store(ABC):
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """Stored content hash of each id that exists."""
 
+    def ids(self) -> list[str]:
+        """Every stored id (for a full sync against a source). Stores that cannot list say so."""
+        raise StoreError(f"a {type(self).__name__} cannot list its document ids")
+
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""

@@ -43,6 +43,9 @@ class DocStore:
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
 
+    def ids(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT id FROM docs ORDER BY iid")]
+
     def iids(self, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for chunk in _chunks(list(ids)):

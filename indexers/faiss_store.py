@@ -363,6 +363,9 @@ class FaissStore(Store):
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         return {} if self._docs is None else self._docs.hashes(list(ids))
 
+    def ids(self) -> list[str]:
+        return [] if self._docs is None else self._docs.ids()
+
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         manifest = self._require_init()
         q = check_vectors(queries, manifest.dim)

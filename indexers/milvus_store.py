@@ -365,6 +365,23 @@ class MilvusStore(Store):
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         return {i: row[HASH] for i, row in self._query_ids(list(ids), [HASH]).items()}
 
+    def ids(self) -> list[str]:
+        if self._manifest is None:
+            return []
+        out: list[str] = []
+        # Lite lacks the RPC the iterator first tries for a timestamp; pymilvus logs that and goes on.
+        quiet = logging.getLogger("pymilvus.client.iterator.query_iterator")
+        if _FILTER not in quiet.filters:
+            quiet.addFilter(_FILTER)
+        with self._rpc("list the ids of"):
+            rows = self._client.query_iterator(self.collection, batch_size=4096, filter="", output_fields=[ID])
+            try:
+                while batch := rows.next():
+                    out += [r[ID] for r in batch]
+            finally:
+                rows.close()
+        return out
+
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product per query row. queries: (n, dim) float32 -> n lists of hits."""
         manifest = self._require_init()

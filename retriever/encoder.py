@@ -193,13 +193,21 @@ class Encoder:
 
     def encode_document(self, texts: Sequence[str], titles: Sequence[str | None] | None = None,
                         batch_size: int = 16, show_progress_bar: bool | None = None) -> np.ndarray:
-        """Embed documents with no instruction; a title is prefixed as ``f"{title} {text}"``. -> (n, dim)"""
-        texts = _check_texts(texts, "document")
+        """Embed documents with no instruction; a title is prefixed as ``f"{title} {text}"``. -> (n, dim)
+
+        A document may be a title alone (empty text); it is empty only when both are.
+        """
         if titles is not None:
-            titles = list(titles)
+            if isinstance(texts, str):
+                raise InputError("document must be a list of strings, not one string: wrap it as [text]")
+            texts, titles = list(texts), list(titles)
             if len(titles) != len(texts):
                 raise InputError(f"got {len(titles)} titles for {len(texts)} documents")
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise InputError(f"document {i} is {type(t).__name__}, not a string")
             texts = [format_document(t, ti) for t, ti in zip(texts, titles, strict=True)]
+        texts = _check_texts(texts, "document")
         return self.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
 
     def encode_query(self, texts: Sequence[str], task: str | Sequence[str] | None = None, batch_size: int = 16,

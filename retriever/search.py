@@ -13,9 +13,20 @@ from typing import Any
 import numpy as np
 from e5rag.indexers import Document, Hit, Store, open_store
 
+from .chunking import DEFAULT_CHUNKING, ChunkConfig, chunk_spans
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
+from .parents import (
+    Write,
+    delete_documents,
+    get_document,
+    parent_of_id,
+    plan_writes,
+    search_documents,
+    split_document,
+    stale_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +40,8 @@ class IndexReport:
     updated: int
     skipped: int
     total: int
-    metadata_updated: int = 0
+    metadata_updated: int = 0  # text and title unchanged: metadata rewritten, vectors kept
+    deleted: int = 0  # documents whose source is gone (``sync=True``)
 
 
 def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
@@ -92,39 +104,79 @@ class SearchIndex:
 
     # ------------------------------------------------------------------ writing
     def add(self, docs: Sequence[Document], *, batch_size: int = 16, commit_every: int = 4096,
-            skip_unchanged: bool = True, show_progress_bar: bool | None = None) -> IndexReport:
-        """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that."""
+            skip_unchanged: bool = True, show_progress_bar: bool | None = None,
+            chunking: ChunkConfig | None = DEFAULT_CHUNKING, sync: bool = False) -> IndexReport:
+        """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that.
+
+        Documents longer than ``chunking.tokens`` are stored as chunks (see ``parents``); every
+        write of a document (its chunks, and removing chunks it no longer has) lands in one commit.
+        ``chunking=None`` embeds each document whole, truncated to the encoder's max length.
+        ``sync=True`` also deletes every stored document that is not in ``docs`` (LangChain's
+        ``cleanup="full"``), in the last commit.
+        """
         docs = list(docs)
         if not docs:
             raise InputError("no documents to index")
+        parts_of = [(d, self.split(d, chunking)) for d in docs]
         if self.store.manifest is None:
             self.store.initialize(self.encoder.dim, self._record)
-        known = self.store.content_hashes([d.id for d in docs])
-        todo = [d for d in docs if not (skip_unchanged and known.get(d.id) == d.content_hash)]
-        skipped = len(docs) - len(todo)
-        relabel = self._metadata_only(todo, known) if skip_unchanged else set()
+        writes, skipped = plan_writes(self.store, parts_of, skip_unchanged)
+        relabel = self._metadata_only(writes) if skip_unchanged else []
         if relabel:
-            self.store.update_metadata([d for d in todo if d.id in relabel])
-            todo = [d for d in todo if d.id not in relabel]
-        updated = sum(1 for d in todo if d.id in known)
-        for start in range(0, len(todo), commit_every):
-            chunk = todo[start:start + commit_every]
-            vectors = self.encoder.encode_document([d.text for d in chunk], [d.title for d in chunk],
-                                                   batch_size=batch_size, show_progress_bar=show_progress_bar)
-            self.store.upsert(chunk, vectors)
-            self.store.commit()
+            self.store.update_metadata([p for w in relabel for p in w.parts])
+            relabelled = {id(w) for w in relabel}
+            writes = [w for w in writes if id(w) not in relabelled]
+        gone = stale_ids(self.store, parts_of) if sync else []
+        updated = sum(1 for w in writes if w.existed)
+        group: list[Write] = []
+        for i, write in enumerate(writes):
+            group.append(write)
+            if sum(len(w.parts) for w in group) >= commit_every or i == len(writes) - 1:
+                self._write(group, batch_size, show_progress_bar, gone if i == len(writes) - 1 else [])
+                group = []
+        if gone and not writes:
+            self.store.delete(gone)
         self.store.commit()
-        return IndexReport(added=len(todo) - updated, updated=updated, skipped=skipped, total=self.store.count(),
-                           metadata_updated=len(relabel))
+        deleted = len({parent_of_id(i) for i in gone} - {d.id for d in docs})
+        return IndexReport(added=len(writes) - updated, updated=updated, skipped=skipped, total=self.store.count(),
+                           metadata_updated=len(relabel), deleted=deleted)
 
-    def _metadata_only(self, changed: Sequence[Document], known: dict[str, str]) -> set[str]:
-        """Ids among ``changed`` already stored with the same text and title (only metadata differs)."""
-        stored = [d for d in changed if d.id in known]
-        return {d.id for d, old in zip(stored, self.store.get([d.id for d in stored]), strict=True)
-                if old is not None and old.text == d.text and (old.title or "") == (d.title or "")}
+    def _metadata_only(self, writes: Sequence[Write]) -> list[Write]:
+        """The writes whose every part is already stored with the same text and title: only the
+        metadata differs, so the stored vectors stay and only the metadata is rewritten."""
+        candidates = [w for w in writes if w.existed and not w.stale]
+        ids = [p.id for w in candidates for p in w.parts]
+        stored = dict(zip(ids, self.store.get(ids), strict=True)) if ids else {}
+        return [w for w in candidates
+                if all((old := stored.get(p.id)) is not None and old.text == p.text
+                       and (old.title or "") == (p.title or "") for p in w.parts)]
+
+    def split(self, doc: Document, chunking: ChunkConfig | None = DEFAULT_CHUNKING) -> list[Document]:
+        """The documents ``doc`` is stored as: itself, or its chunks when it is longer than a passage."""
+        if chunking is None:
+            return [doc]
+        tokens, overlap = chunking.resolve(self.encoder.max_length)
+        return split_document(doc, chunk_spans(doc.text, self.encoder.tokenizer, tokens, overlap, doc.title))
+
+    def _write(self, group: Sequence[Write], batch_size: int, show_progress_bar: bool | None,
+               gone: Sequence[str] = ()) -> None:
+        """Embed, then delete stale chunks (and ``gone`` ids) and upsert the parts; one commit."""
+        parts = [p for w in group for p in w.parts]
+        vectors = self.encoder.encode_document([p.text for p in parts], [p.title for p in parts],
+                                               batch_size=batch_size, show_progress_bar=show_progress_bar)
+        stale = list(dict.fromkeys([i for w in group for i in w.stale] + list(gone)))
+        if stale:
+            self.store.delete(stale)
+        self.store.upsert(parts, vectors)
+        self.store.commit()
+
+    def get(self, doc_id: str) -> Document | None:
+        """A document as indexed (a chunked one put back together from its chunks), or None."""
+        return get_document(self.store, doc_id)
 
     def delete(self, ids: Sequence[str]) -> int:
-        n = self.store.delete(list(ids))
+        """Delete documents by id, each with all of its chunks. -> how many of the ids were stored"""
+        n = delete_documents(self.store, list(ids))
         self.store.commit()
         return n
 
@@ -135,12 +187,18 @@ class SearchIndex:
         return self.encoder.encode_query(queries, task=task, use_instruction=use_instruction, batch_size=batch_size)
 
     def search(self, queries: Sequence[str], task: str | Sequence[str] | None = None, k: int = 10,
-               filter: str | None = None, use_instruction: bool = True, batch_size: int = 16) -> list[list[Hit]]:
-        """Top-k documents for each query; ``task``: one for all, one per query, or None (default)."""
+               filter: str | None = None, use_instruction: bool = True, batch_size: int = 16,
+               per_chunk: bool = False) -> list[list[Hit]]:
+        """Top-k documents for each query; ``task``: one for all, one per query, or None (default).
+
+        A chunked document counts once, as its best chunk; ``per_chunk=True`` returns raw chunks.
+        """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         vectors = self.embed_queries(queries, task, use_instruction, batch_size)
-        return self.store.search(vectors, k, filter=filter)
+        if per_chunk:
+            return self.store.search(vectors, k, filter=filter)
+        return search_documents(self.store, vectors, k, filter=filter)
 
     def close(self) -> None:
         self.store.close()

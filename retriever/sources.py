@@ -1,5 +1,7 @@
-"""Read documents and queries from the formats users have: BEIR ``corpus.jsonl``, any JSONL,
-plain text (one item a line), a folder of ``.txt``/``.md`` files, or ``-`` for stdin.
+"""Read documents and queries from the formats users have: BEIR ``corpus.jsonl``, any JSONL, a
+text, Markdown, HTML or PDF file (one document, its id the file name), a folder of such files
+(recursively, ids the paths inside it; see ``extract``), or ``-`` for stdin (JSONL, or one
+document a line).
 
 Everything is read and validated before anything is embedded, so a bad line 90,000 fails in
 seconds with its file and line number, and never after an hour of encoding.
@@ -7,6 +9,7 @@ seconds with its file and line number, and never after an hour of encoding.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,11 +19,14 @@ from typing import IO, Any, TextIO
 from e5rag.indexers import Document
 
 from .errors import InputError
+from .extract import KNOWN_SUFFIXES, extract_file, is_known, looks_binary
 from .jsonl import parse_json_object as _parse_json_line
-from .textio import decoded_lines, read_text_file
+from .textio import decoded_lines
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
-TEXT_EXTENSIONS = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".json")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,18 +104,54 @@ def iter_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), st
             continue
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_EXTENSIONS)
-            if not files:
-                raise InputError(f"{path} holds no .txt or .md files")
-            for f in files:
-                text = read_text_file(f).strip()
-                if text:
-                    yield Document(str(f.relative_to(path)), text, "", {"path": str(f)})
+            yield from _read_folder(path)
             continue
         if not path.is_file():
             raise InputError(f"{source}: no such file or directory")
+        if not _is_jsonl(path):  # one document per file, its id the file name
+            doc = _file_document(path, path.name)
+            if doc is not None:
+                yield doc
+            continue
         with open(path, "rb") as fh:
             yield from _read_handle(fh, str(path), path.stem, fields)
+
+
+def _is_jsonl(path: Path) -> bool:
+    """A ``.jsonl``/``.json`` file, or a file of no known document type whose first line is a JSON object."""
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return True
+    if is_known(path):
+        return False
+    with open(path, "rb") as fh:
+        return fh.readline(4096).lstrip().startswith(b"{")
+
+
+def _file_document(path: Path, doc_id: str) -> Document | None:
+    """One file as one document (None when it holds no text)."""
+    found = extract_file(path)
+    if not (found.title + found.text).strip():
+        return None
+    return Document(doc_id, found.text, found.title, {"path": str(path), **found.metadata})
+
+
+def _read_folder(folder: Path) -> Iterator[Document]:
+    """Every document file under ``folder`` (recursively, hidden paths left out); any other file is
+    skipped with one warning line."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    known = [f for f in files if is_known(f)]
+    for f in files:
+        if not is_known(f):
+            with open(f, "rb") as fh:
+                what = "a binary file" if looks_binary(fh.read(8192)) else "not a known document type"
+            log.warning("skipping %s: %s (indexed: %s)", f, what, " ".join(KNOWN_SUFFIXES))
+    if not known:
+        raise InputError(f"{folder} holds no document files ({' '.join(KNOWN_SUFFIXES)})")
+    for f in known:
+        doc = _file_document(f, str(f.relative_to(folder)))
+        if doc is not None:
+            yield doc
 
 
 def read_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), stdin: TextIO | None = None) -> list[Document]:

@@ -44,7 +44,11 @@ def decoded_lines(handle: IO, name: str) -> Iterator[tuple[int, str]]:
 
 def read_text_file(path: Path) -> str:
     """The whole file decoded as UTF-8 (BOM dropped); ``InputError`` naming the file and line if not."""
-    raw = path.read_bytes()
+    return decode_text(path.read_bytes(), path)
+
+
+def decode_text(raw: bytes, path: Path | str) -> str:
+    """``raw`` (the bytes of ``path``) decoded as UTF-8, BOM dropped; ``InputError`` naming the line if not."""
     try:
         return raw.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as exc:

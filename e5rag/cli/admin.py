@@ -26,11 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_delete(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
+    from e5rag.retriever.parents import delete_documents
 
     with open_store(args.index, readonly=True, **store_options(args)):
         pass  # refuses a missing index before anything is created
     with open_store(args.index, **store_options(args)) as store:
-        n = store.delete(args.ids)
+        n = delete_documents(store, args.ids)  # a chunked document goes with all its chunks
         store.commit()
         total = store.count()
     print(f"deleted {n} of {len(args.ids)} ids; {total} documents left", file=sys.stderr)

@@ -12,8 +12,9 @@ from .common import add_model_args, add_store_args, store_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="embed documents into an index (adds new, updates changed, skips unchanged)",
                        description="Embed documents once, without an instruction. SOURCE: a BEIR corpus.jsonl, any "
-                                   "JSONL with id/text(/title) fields, a .txt file (one document a line), a folder of "
-                                   ".txt/.md files, or - for stdin.")
+                                   "JSONL with id/text(/title) fields, a .txt, .md, .html or .pdf file (one document, "
+                                   "id = the file name), a folder of them (recursively; id = the path inside it), or - "
+                                   "for stdin (JSONL, or one document a line). Long documents are chunked.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     add_store_args(p)
     p.add_argument("--index-type", default=None,
@@ -23,29 +24,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="JSONL text field (default: text)")
     p.add_argument("--title-field", default="title", help="JSONL title field (default: title)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--sync", action="store_true",
+                   help="also delete every document in the index that is not in this run's SOURCEs (a file, "
+                        "or a JSONL id, that is gone), in the same commit; pass all the index's sources at once")
+    g = p.add_argument_group("chunking (documents longer than a passage are stored as chunks ID#0, ID#1, ...)")
+    g.add_argument("--chunk-tokens", type=int, default=None, metavar="N",
+                   help="tokens per passage, title and EOS included (default: the model's --max-length)")
+    g.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
+                   help="tokens shared by consecutive passages (default: 10%% of --chunk-tokens)")
+    g.add_argument("--no-chunk", action="store_true",
+                   help="embed each document whole, truncated to --max-length (the old behaviour)")
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
+    from e5rag.retriever.chunking import ChunkConfig
+    from e5rag.retriever.errors import InputError
     from e5rag.retriever.search import SearchIndex
     from e5rag.retriever.sources import FieldNames, read_documents
 
     from .common import load_encoder_for
 
+    if args.no_chunk and (args.chunk_tokens is not None or args.chunk_overlap is not None):
+        raise InputError("--no-chunk cannot be combined with --chunk-tokens/--chunk-overlap")
+    chunking = None if args.no_chunk else ChunkConfig(args.chunk_tokens, args.chunk_overlap)
     docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))
     store = open_store(args.index, index_type=args.index_type, **store_options(args))
     try:
         encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-        report = index.add(docs, batch_size=args.batch_size)
+        report = index.add(docs, batch_size=args.batch_size, chunking=chunking, sync=args.sync)
     finally:
         store.close()
+    out = {"index": args.index, **report.__dict__}
+    if not args.sync:
+        out.pop("deleted")
     if args.json:
-        print(json.dumps({"index": args.index, **report.__dict__}))
+        print(json.dumps(out))
     else:
+        gone = f", {report.deleted} deleted (source gone)" if args.sync else ""
         print(f"indexed {args.index}: {report.added} added, {report.updated} updated, "
               f"{report.metadata_updated} metadata-only (not re-embedded), "
-              f"{report.skipped} unchanged (skipped); {report.total} documents in the index", file=sys.stderr)
+              f"{report.skipped} unchanged (skipped){gone}; {report.total} documents in the index", file=sys.stderr)
     return 0

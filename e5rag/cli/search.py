@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help='filter, e.g. \'metadata["year"] >= 2020 and (title == "x" or not id in ["a"])\' '
                         '(the same grammar on every store; Milvus also takes its own expressions)')
     p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
+    p.add_argument("--per-chunk", action="store_true",
+                   help="return raw chunks (a long document can appear several times); by default each "
+                        "document appears once, as its best chunk")
     add_model_args(p, default_note="the model recorded in the index")
     p.set_defaults(func=run)
 
@@ -31,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
     from e5rag.retriever.errors import InputError
+    from e5rag.retriever.parents import position
     from e5rag.retriever.search import SearchIndex
     from e5rag.retriever.sources import Query, read_queries
     from e5rag.retriever.tasks import resolve_task
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
         results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
-                               use_instruction=not args.no_instruction, batch_size=args.batch_size)
+                               use_instruction=not args.no_instruction, batch_size=args.batch_size,
+                               per_chunk=args.per_chunk)
     finally:
         store.close()
     for query, task, hits in zip(queries, tasks, results, strict=True):
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"query": query.text, "id": query.id, "task": shown_task, "results": [
                 {"id": h.document.id, "score": round(h.score, 6), "rank": h.rank, "title": h.document.title,
-                 "text": h.document.text, "metadata": h.document.metadata} for h in hits]}, ensure_ascii=False))
+                 "text": h.document.text, "metadata": h.document.metadata, **position(h.document)}
+                for h in hits]}, ensure_ascii=False))
         else:
             print(format_table(query.text, shown_task, hits))
     return 0

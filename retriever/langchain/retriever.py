@@ -21,6 +21,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, PrivateAttr, field_validator
 
 from ..errors import InputError
+from ..parents import search_documents
 from ..search import SearchIndex
 from ..tasks import resolve_task
 from .convert import filter_expression, hit_to_langchain, split_per_input
@@ -34,7 +35,9 @@ class E5Retriever(BaseRetriever):
 
     Every field can be overridden per call: ``invoke(query, task=..., k=..., filter=...,
     score_threshold=...)``; in ``batch``/``abatch`` a list gives one value per input. Documents
-    come back with ``id`` set and ``metadata["score"]`` (cosine) and ``metadata["title"]``.
+    come back with ``id`` set and ``metadata["score"]`` (cosine) and ``metadata["title"]``. A long
+    document indexed as chunks counts once toward ``k``: its best chunk is the ``page_content``,
+    with ``parent_id``, ``chunk``, ``start`` and ``end`` in ``metadata``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -105,7 +108,8 @@ class E5Retriever(BaseRetriever):
         if not self._ready:  # a new index with nothing added yet
             return []
         vector = self.index.embed_queries([query], task=resolve_task(opts["task"]))  # (1, dim)
-        hits = self.index.store.search(vector, int(opts["k"]), filter=filter_expression(opts["filter"]))[0]
+        # k counts documents: a chunked one comes back once, as its best chunk (see ``parents``)
+        hits = search_documents(self.index.store, vector, int(opts["k"]), filter=filter_expression(opts["filter"]))[0]
         threshold = opts["score_threshold"]
         return [hit_to_langchain(h) for h in hits if threshold is None or h.score >= threshold]
 

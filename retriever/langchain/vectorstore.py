@@ -24,6 +24,7 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from ..errors import InputError
 from ..instructions import format_document
+from ..parents import delete_documents, search_documents
 from ..search import check_model, model_record
 from .convert import fill_ids, filter_expression, to_langchain, to_store_document, unit_rows
 from .embeddings import E5Embeddings
@@ -150,7 +151,7 @@ class E5VectorStore(VectorStore):
         with self._lock:
             if not ids or not self._initialised():
                 return True
-            self.store.delete([str(i) for i in ids])
+            delete_documents(self.store, [str(i) for i in ids])  # with every chunk of a chunked document
             if self.auto_commit:
                 self.store.commit()
         return True
@@ -184,7 +185,10 @@ class E5VectorStore(VectorStore):
     def similarity_search_with_score_by_vector(self, embedding: Sequence[float], k: int = 4,
                                                filter: str | dict | None = None,
                                                **kwargs: Any) -> list[tuple[LCDocument, float]]:
-        """Top-k by cosine to ``embedding`` (normalised here). -> [(document, cosine)], best first"""
+        """Top-k by cosine to ``embedding`` (normalised here). -> [(document, cosine)], best first
+
+        A document indexed as chunks (``e5rag index``) counts once: its best chunk, with
+        ``parent_id``, ``chunk``, ``start``, ``end`` in metadata."""
         _no_extra(kwargs, "similarity search")
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -192,7 +196,7 @@ class E5VectorStore(VectorStore):
         with self._lock:
             if not self._initialised():
                 return []
-            hits = self.store.search(query, k, filter=filter_expression(filter))[0]
+            hits = search_documents(self.store, query, k, filter=filter_expression(filter))[0]  # k documents
         return [(to_langchain(h.document), h.score) for h in hits]
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: str | dict | None = None, *,

@@ -24,7 +24,8 @@ def run_cli(*args, stdin=None):
 
 def test_index_and_search_end_to_end_in_a_subprocess(mistral_dir, tmp_path):
     index = tmp_path / "idx"
-    r = run_cli("index", CORPUS, "--index", index, "--model", mistral_dir, "--max-length", 64, "--json")
+    # 192 tokens: the corpus' longest document (166) is not chunked (test_chunking_cli covers chunks)
+    r = run_cli("index", CORPUS, "--index", index, "--model", mistral_dir, "--max-length", 192, "--json")
     assert r.returncode == 0, r.stderr
     n_docs = sum(1 for line in CORPUS.read_text().splitlines() if line.strip())
     assert json.loads(r.stdout) == {"index": str(index), "added": n_docs, "updated": 0, "skipped": 0, "total": n_docs,
@@ -40,7 +41,8 @@ def test_index_and_search_end_to_end_in_a_subprocess(mistral_dir, tmp_path):
     assert [len(row["results"]) for row in rows] == [3, 3]
     assert [x["rank"] for x in rows[0]["results"]] == [1, 2, 3]
     assert rows[0]["results"][0]["score"] != rows[1]["results"][0]["score"]
-    assert set(rows[0]["results"][0]) == {"id", "score", "rank", "title", "text", "metadata"}
+    assert set(rows[0]["results"][0]) == {"id", "score", "rank", "title", "text", "metadata", "parent_id", "chunk",
+                                          "start", "end"}
     r = run_cli("index", CORPUS, "--index", index, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["skipped"] == n_docs
 
@@ -48,7 +50,7 @@ def test_index_and_search_end_to_end_in_a_subprocess(mistral_dir, tmp_path):
 @pytest.fixture
 def built_index(mistral_dir, tmp_path):
     index = tmp_path / "idx"
-    assert main(["index", str(CORPUS), "--index", str(index), "--model", str(mistral_dir), "--max-length", "64"]) == 0
+    assert main(["index", str(CORPUS), "--index", str(index), "--model", str(mistral_dir), "--max-length", "192"]) == 0
     return index
 
 
@@ -62,7 +64,7 @@ def test_table_output_delete_info_tasks(built_index, capsys):
     assert "deleted 1 of 2 ids" in capsys.readouterr().err
     assert main(["info", "--index", str(built_index)]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["store"] == "faiss" and info["count"] == 29 and info["model"]["max_length"] == 64
+    assert info["store"] == "faiss" and info["count"] == 29 and info["model"]["max_length"] == 192
     assert main(["tasks"]) == 0
     assert "scifact" in capsys.readouterr().out
 
@@ -115,20 +117,21 @@ def test_txt_dir_and_stdin_sources(mistral_dir, tmp_path, capsys, monkeypatch):
     index = tmp_path / "i"
     assert main(["index", str(folder), str(lines), "-", "--index", str(index), "--model", str(mistral_dir),
                  "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["total"] == 5
+    assert json.loads(capsys.readouterr().out)["total"] == 4
     from e5rag.indexers import open_store
 
     with open_store(index, readonly=True) as store:
-        a, b, l1, l3, s1 = store.get(["a.md", "sub/b.txt", "lines:1", "lines:3", "stdin:1"])
+        a, b, lines_doc, s1 = store.get(["a.md", "sub/b.txt", "lines.txt", "stdin:1"])
     assert a.text.startswith("# Coffee") and b.text == "Tea is brewed from leaves."
-    assert (l1.text, l3.text, s1.text) == ("first line document", "second line document", "from stdin")
+    # a .txt file is one document named after the file (no `stem:line` ids); stdin lines stay one each
+    assert (lines_doc.text, s1.text) == ("first line document\n\nsecond line document", "from stdin")
 
 
 @pytest.mark.milvus
 def test_milvus_lite_through_the_cli_matches_faiss(built_index, mistral_dir, tmp_path, capsys):
     pytest.importorskip("milvus_lite")
     db = tmp_path / "demo.db"
-    assert main(["index", str(CORPUS), "--index", str(db), "--model", str(mistral_dir), "--max-length", "64"]) == 0
+    assert main(["index", str(CORPUS), "--index", str(db), "--model", str(mistral_dir), "--max-length", "192"]) == 0
     assert main(["info", "--index", str(db)]) == 0
     capsys.readouterr()
     results = {}
@@ -144,5 +147,5 @@ def test_milvus_lite_through_the_cli_matches_faiss(built_index, mistral_dir, tmp
     assert len(hits) == 3 and {h["metadata"]["category"] for h in hits} == {"travel"}
     other = tmp_path / "faiss.db"
     assert main(["index", str(CORPUS), "--index", str(other), "--store", "faiss", "--model", str(mistral_dir),
-                 "--max-length", "64"]) == 0
+                 "--max-length", "192"]) == 0
     assert (other / "CURRENT").is_file()  # --store overrides the .db suffix

@@ -121,3 +121,12 @@ def test_missing_model_is_a_clear_error(tmp_path):
         Encoder.from_pretrained(str(tmp_path / "nope"))
     with pytest.raises(ModelLoadError, match="never downloads"):
         Encoder.from_pretrained("someone/not-cached-model")
+
+
+def test_a_document_may_be_a_title_alone(tiny_encoder):
+    from e5rag.retriever.errors import InputError
+
+    vec = tiny_encoder.encode_document(["", "Some text."], ["Only a title", ""])
+    np.testing.assert_allclose(vec, tiny_encoder.encode(["Only a title", "Some text."]), atol=1e-6)
+    with pytest.raises(InputError, match="document 0 is empty"):
+        tiny_encoder.encode_document(["  "], [""])
