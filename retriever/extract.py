@@ -57,9 +57,9 @@ def extract_file(path: Path) -> Extracted:
     if suffix in PDF_SUFFIXES:
         return pdf_text(path)
     data = path.read_bytes()
-    if looks_binary(data):
-        if suffix in KNOWN_SUFFIXES:
-            raise InputError(f"{path}: a binary file, not {suffix} text")
+    if suffix in KNOWN_SUFFIXES and b"\0" in data[:8192]:
+        raise InputError(f"{path}: a binary file, not {suffix} text")
+    if suffix not in KNOWN_SUFFIXES and looks_binary(data):
         raise InputError(f"{path}: a binary file of no known document type (indexed: {' '.join(KNOWN_SUFFIXES)})")
     raw = decode_text(data, path)
     if suffix in MARKDOWN_SUFFIXES:

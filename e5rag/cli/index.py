@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         gone = f", {report.deleted} deleted (source gone)" if args.sync else ""
+        relabelled = f"{report.metadata_updated} metadata-only (not re-embedded), " if report.metadata_updated else ""
         print(f"indexed {args.index}: {report.added} added, {report.updated} updated, "
-              f"{report.metadata_updated} metadata-only (not re-embedded), "
-              f"{report.skipped} unchanged (skipped){gone}; {report.total} documents in the index", file=sys.stderr)
+              f"{relabelled}{report.skipped} unchanged (skipped){gone}; {report.total} documents in the index",
+              file=sys.stderr)
     return 0
