@@ -55,6 +55,7 @@ from .milvus_schema import (
     HASH,
     ID,
     MAX_TOPK,
+    VECTOR,
     IndexConfig,
     build_index_params,
     build_schema,
@@ -351,6 +352,9 @@ class MilvusStore(Store):
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         return {i: row[HASH] for i, row in self._query_ids(list(ids), [HASH]).items()}
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {i: np.asarray(row[VECTOR], dtype=np.float32) for i, row in self._query_ids(list(ids), [VECTOR]).items()}
 
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product per query row. queries: (n, dim) float32 -> n lists of hits."""
