@@ -19,6 +19,7 @@ COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e5rag", description="E5-style LLM embeddings: index once, ask many ways.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     # `deepspeed --module e5rag ...` puts --local_rank=N before the command; ranks come from the
     # environment (LOCAL_RANK), so the value is accepted and ignored (also after `train`).
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank_top", type=int,
@@ -28,7 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(f"{__name__}.{name}") is None:
             continue
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for command in sub.choices.values():  # `e5rag search -v ...` too; SUPPRESS keeps a -v given before
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details to stderr")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("e5rag")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,8 @@ from .common import add_store_args, store_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("delete", help="delete documents by id")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p = sub.add_parser("delete", help="delete documents by id (exit 1, naming them, if some ids are not there)")
+    p.add_argument("ids", nargs="+", metavar="ID", help="document id(s) to delete")
     add_store_args(p)
     p.set_defaults(func=run_delete)
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("tasks", help="list the registered task names and their definitions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {name, definition, kind}")
     p.set_defaults(func=run_tasks)
 
 
@@ -29,11 +29,18 @@ def run_delete(args: argparse.Namespace) -> int:
 
     with open_store(args.index, readonly=True, **store_options(args)):
         pass  # refuses a missing index before anything is created
+    ids = list(dict.fromkeys(args.ids))
     with open_store(args.index, **store_options(args)) as store:
-        n = store.delete(args.ids)
+        present = store.content_hashes(ids)
+        n = store.delete(ids)
         store.commit()
         total = store.count()
-    print(f"deleted {n} of {len(args.ids)} ids; {total} documents left", file=sys.stderr)
+    missing = [i for i in ids if i not in present]
+    print(f"deleted {n} of {len(ids)} ids; {total} documents left", file=sys.stderr)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        print(f"e5rag: warning: {len(missing)} id(s) not in the index: {shown}", file=sys.stderr)
+        return 1  # like rm: the rest were deleted, but not everything asked for was there
     return 0
 
 

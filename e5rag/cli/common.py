@@ -12,7 +12,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embed
                    help=f"model directory, .gguf file or cached hub id (default: {default_note}; "
                         "'smollm2-135m' is the untrained base)")
     g.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory applied on top of the model")
-    g.add_argument("--max-length", type=int, default=None, help="tokens per text, EOS included (default 512)")
+    g.add_argument("--max-length", type=int, default=None,
+                   help="tokens per text, EOS included (default: the length recorded in the index, else 512)")
     g.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on CUDA)")

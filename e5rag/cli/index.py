@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Embed documents once, without an instruction. SOURCE: a BEIR corpus.jsonl, any "
                                    "JSONL with id/text(/title) fields, a .txt file (one document a line), a folder of "
                                    ".txt/.md files, or - for stdin.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="corpus.jsonl / JSONL / .txt file, a folder of .txt/.md files, or - for stdin")
     add_store_args(p)
     p.add_argument("--index-type", default=None,
                    help="FAISS index_factory string (Flat, HNSW32, IVF256,Flat) or Milvus index type "

@@ -27,13 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--languages", default="weighted",
                    help="weighted (the paper's mix), uniform, en, or a comma list of codes/names")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (local: batch size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the task/language plan and request seeds; same seed + --out resumes (default 0)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the API key (never written anywhere)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     p.add_argument("--max-retries", type=int, default=6, help="retries on 429/5xx/timeouts")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top-p (default 1.0)")
     p.add_argument("--max-tokens", type=int, default=None, help="completion tokens (default 2048 http, 512 local)")
     p.add_argument("--brainstorm-rounds", type=int, default=None, help="brainstorm requests per asymmetric kind")
     p.add_argument("--max-requests", type=int, default=None,
