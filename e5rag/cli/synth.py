@@ -47,7 +47,8 @@ def register(subparsers) -> None:
                    help="local backend: do not start the reply with the JSON opening")
     p.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON "
                                                                         "('-' for stdout)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) or progress lines (otherwise, every $E5RAG_PROGRESS_SECONDS)")
     p.set_defaults(func=run)
 
 
@@ -80,7 +81,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 when --out holds the requested examples, 1 when the request cap stopped the run short."""
+    """0 when --out holds the requested examples, 1 when the request cap stopped the run short,
+    143 on SIGTERM (after the summary; every row written so far is kept)."""
     from e5rag.synth import synthesize
 
     summary = synthesize(build_config(args))
@@ -89,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         print(summary.to_json())
     elif args.summary_json:
         Path(args.summary_json).write_text(summary.to_json() + "\n", encoding="utf-8")
+    if summary.interrupted:
+        print(f"e5rag: interrupted by {summary.interrupted} with {summary.total} of {summary.requested} examples "
+              f"in {summary.out}; rerun the same command to continue", file=sys.stderr)
+        return 143
     if not summary.complete:
         print(f"e5rag: stopped at the request cap with {summary.total} of {summary.requested} examples; "
               f"rerun with a larger --max-requests to continue", file=sys.stderr)
