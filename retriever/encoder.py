@@ -8,7 +8,6 @@ for one string; ``similarity(a, b)`` is their cosine.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from .loading import (
     weights_dir,
 )
 from .pooling import l2_normalize, last_token_pool, position_ids_from_mask
+from .progress import progress
 from .similarity import cosine_similarity
 from .tasks import resolve_task
 from .tokenization import PaddingSide, pad_batch, pad_id_of, tokenize_with_eos
@@ -182,10 +182,9 @@ class Encoder:
                         truncated, len(texts), self.max_length)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
-        show = (sys.stderr.isatty() and len(texts) >= _PROGRESS_MIN_TEXTS) if show_progress_bar is None else show_progress_bar
-        from tqdm.auto import tqdm
-
-        with torch.inference_mode(), tqdm(total=len(seqs), disable=not show, desc="encode", unit="text") as bar:
+        # A bar on a terminal, periodic lines in logs (see ``progress``); by default only for large inputs.
+        show = len(texts) >= _PROGRESS_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+        with torch.inference_mode(), progress(len(seqs), "encode", "texts", enabled=show) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 ids, mask = self.collate([seqs[i] for i in idx])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from typing import Any
 
 
@@ -64,4 +66,9 @@ def load_encoder_for(store, args: argparse.Namespace):
     kw["adapter"] = adapter
     if args.max_length is None and recorded.get("max_length"):
         kw["max_length"] = int(recorded["max_length"])
-    return Encoder.from_pretrained(source, **kw), source, adapter
+    label = (source or "the embedded default") + (f" + adapter {adapter}" if adapter else "")
+    print(f"e5rag: loading model {label} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    encoder = Encoder.from_pretrained(source, **kw)
+    print(f"e5rag: ... done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return encoder, source, adapter
