@@ -1,14 +1,16 @@
 """Progress for people and for logs: a tqdm bar on a terminal, a periodic one-line report elsewhere.
 
 A bar redrawn with carriage returns turns a log file into one endless line, so when the stream is
-not a terminal ``progress`` returns a ``LineProgress`` that prints a plain line at most every
-``E5RAG_PROGRESS_SECONDS`` seconds (default 30; 0 prints on every update).
+not a terminal ``progress`` returns a ``LineProgress`` that prints a plain line every
+``E5RAG_PROGRESS_SECONDS`` seconds (default 30) from a timer thread, so a line comes even while one
+long step (a batch of generations) runs; 0 prints on every update instead.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -27,7 +29,8 @@ def progress_interval() -> float:
 
 class LineProgress:
     """A tqdm-like counter (``update``, ``close``, context manager) that prints
-    ``"{desc}: {n}/{total} {unit} (p%), r {unit}/s, {elapsed} s[, status()]"`` lines."""
+    ``"{desc}: {n}/{total} {unit} (p%), r {unit}/s, {elapsed} s[, status()]"`` lines: every
+    ``every_s`` seconds until closed, or on every update when ``every_s`` is 0."""
 
     def __init__(self, total: int, desc: str, unit: str, *, initial: int = 0, every_s: float | None = None,
                  stream: IO[str] | None = None, status: Callable[[], str] | None = None) -> None:
@@ -36,16 +39,22 @@ class LineProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.status = status
         self._initial = self.n
-        self._start = self._last = time.monotonic()
+        self._start = time.monotonic()
         self._printed_n: int | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._timer: threading.Thread | None = None
+        if self.every_s > 0:
+            self._timer = threading.Thread(target=self._every, name=f"progress-{desc}", daemon=True)
+            self._timer.start()
+
+    def _every(self) -> None:
+        while not self._closed.wait(self.every_s):
+            self.print_line()
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        self.tick()
-
-    def tick(self) -> None:
-        """Print a line if the interval has passed (also for events that do not advance the count)."""
-        if time.monotonic() - self._last >= self.every_s:
+        if self.every_s <= 0:
             self.print_line()
 
     def line(self) -> str:
@@ -56,11 +65,18 @@ class LineProgress:
         return f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}, {rate:.1f} {self.unit}/s, {elapsed:.0f} s{extra}"
 
     def print_line(self) -> None:
-        print(self.line(), file=self.stream, flush=True)
-        self._last, self._printed_n = time.monotonic(), self.n
+        with self._lock:
+            print(self.line(), file=self.stream, flush=True)
+            self._printed_n = self.n
 
     def close(self) -> None:
-        """A last line, if lines were printed and the count moved since (short runs stay quiet)."""
+        """Stop the timer; a last line if lines were printed and the count moved since (short runs
+        stay quiet)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._timer is not None:
+            self._timer.join()
         if self._printed_n is not None and self._printed_n != self.n:
             self.print_line()
 

@@ -240,7 +240,7 @@ async def _generate(config: SynthConfig, backend: ChatBackend, pools: dict[str, 
                 state["failures"] = 0
                 stats.requests += 1
                 stats.add_usage(completion.prompt_tokens, completion.completion_tokens, completion.retries)
-                bar.update(0)  # a progress line also while replies are being dropped
+                bar.update(0)  # with E5RAG_PROGRESS_SECONDS=0, a line per reply, also when it is dropped
                 if done.is_set():
                     stats.surplus += 1
                     return

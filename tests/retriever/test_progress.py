@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 from e5rag.retriever.progress import LineProgress, progress, progress_interval
 
@@ -22,6 +23,17 @@ def test_lines_not_a_bar_when_the_stream_is_not_a_terminal(monkeypatch):
     lines = stream.getvalue().splitlines()
     assert [line.split(",")[0] for line in lines] == [f"encode: {i}/5 texts ({i * 20}%)" for i in range(1, 6)]
     assert all(line.endswith(", ok") for line in lines) and "\r" not in stream.getvalue()
+
+
+def test_lines_come_on_a_timer_while_nothing_advances():
+    stream = io.StringIO()
+    with LineProgress(4, "synth", "examples", every_s=0.05, stream=stream, status=lambda: "waiting") as bar:
+        time.sleep(0.5)  # one long step: no update at all
+        assert len(stream.getvalue().splitlines()) >= 2
+        bar.update(4)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("synth: 0/4 examples (0%)") and lines[0].endswith(", waiting")
+    assert lines[-1].startswith("synth: 4/4 examples (100%)")  # the closing line
 
 
 def test_interval_keeps_short_runs_quiet(monkeypatch):
