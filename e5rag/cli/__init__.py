@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 
 COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from e5rag.indexers import StoreError
     from e5rag.retriever.errors import E5RagError
 
+    if not sys.stderr.isatty():
+        # Bars that dependencies draw themselves (transformers' GGUF conversion ignores its own
+        # disable_progress_bar) would fill a log with carriage returns; tqdm reads this at import.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
