@@ -70,7 +70,8 @@ def _error(capsys, argv, match):
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("e5rag: error: ") and match in err and "Traceback" not in err
+    last = err.splitlines()[-1]  # after any "loading model" lines
+    assert last.startswith("e5rag: error: ") and match in last and "Traceback" not in err
     return err
 
 
