@@ -62,7 +62,7 @@ class LineProgress:
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         rate = (self.n - self._initial) / elapsed if elapsed > 0 else 0.0
         extra = f", {self.status()}" if self.status is not None else ""
-        return f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}, {rate:.1f} {self.unit}/s, {elapsed:.0f} s{extra}"
+        return f"{self.desc}: {self.n}/{self.total} {self.unit}{pct}, {_rate(rate)} {self.unit}/s, {elapsed:.0f} s{extra}"
 
     def print_line(self) -> None:
         with self._lock:
@@ -97,6 +97,11 @@ def progress(total: int, desc: str, unit: str, *, initial: int = 0, enabled: boo
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, file=stream)
+
+
+def _rate(per_s: float) -> str:
+    """Two significant digits for slow rates (0.014), whole numbers for fast ones (312)."""
+    return f"{per_s:.0f}" if per_s >= 10 else f"{per_s:.2g}"
 
 
 def _isatty(stream: IO[str]) -> bool:
