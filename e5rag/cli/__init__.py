@@ -14,13 +14,15 @@ import logging
 import os
 import sys
 
+from e5rag import __version__
+
 COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e5rag", description="E5-style LLM embeddings: index once, ask many ways.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # `deepspeed --module e5rag ...` puts --local_rank=N before the command; ranks come from the
     # environment (LOCAL_RANK), so the value is accepted and ignored (also after `train`).
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank_top", type=int,
@@ -34,15 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="log progress details to stderr")
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("e5rag")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
