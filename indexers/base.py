@@ -164,6 +164,11 @@ class Store(ABC):
         """Every stored id (for a full sync against a source). Stores that cannot list say so."""
         raise StoreError(f"a {type(self).__name__} cannot list its document ids")
 
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vector of each id that exists: id -> (dim,) float32 (approximate for compressed
+        FAISS types such as PQ)."""
+        raise StoreError(f"the {self.kind or type(self).__name__} store cannot return stored vectors")
+
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""

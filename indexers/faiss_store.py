@@ -366,6 +366,13 @@ class FaissStore(Store):
     def ids(self) -> list[str]:
         return [] if self._docs is None else self._docs.ids()
 
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._docs is None:
+            return {}
+        pending = {int(i): v for iids, vecs in self._pending for i, v in zip(iids.tolist(), vecs, strict=True)}
+        return {i: pending[iid] if iid in pending else self._index.reconstruct(int(iid))
+                for i, iid in self._docs.iids(list(ids)).items()}
+
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         manifest = self._require_init()
         q = check_vectors(queries, manifest.dim)

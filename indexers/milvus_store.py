@@ -382,6 +382,9 @@ class MilvusStore(Store):
                 rows.close()
         return out
 
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {i: np.asarray(row[VECTOR], dtype=np.float32) for i, row in self._query_ids(list(ids), [VECTOR]).items()}
+
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product per query row. queries: (n, dim) float32 -> n lists of hits."""
         manifest = self._require_init()

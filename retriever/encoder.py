@@ -1,13 +1,13 @@
 """The E5 decoder embedder: EOS appended, last-token pooling, L2-normalised fp32 vectors.
 
 ``Encoder`` follows the sentence-transformers shape users know: ``encode_document`` and
-``encode_query(task=...)`` return float32 arrays of shape (n, dim).
+``encode_query(task=...)`` return float32 arrays of shape (n, dim) for a list of texts and (dim,)
+for one string; ``similarity(a, b)`` is their cosine.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +31,8 @@ from .loading import (
     weights_dir,
 )
 from .pooling import l2_normalize, last_token_pool, position_ids_from_mask
+from .progress import progress
+from .similarity import cosine_similarity
 from .tasks import resolve_task
 from .tokenization import PaddingSide, pad_batch, pad_id_of, tokenize_with_eos
 
@@ -164,10 +166,12 @@ class Encoder:
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return last_token_pool(hidden, attention_mask)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 16, show_progress_bar: bool | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 16, show_progress_bar: bool | None = None, *,
+               normalize_embeddings: bool = True) -> np.ndarray:
         """Embed texts exactly as given. -> (n, dim) float32, L2-normalised, in input order.
 
         Texts are sorted by token length into batches (less padding), then put back in order.
+        ``normalize_embeddings=False`` returns the raw EOS hidden states (in float32).
         """
         texts = _check_texts(texts, "text")
         if batch_size < 1:
@@ -180,23 +184,30 @@ class Encoder:
                         truncated, len(texts), self.max_length)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
-        show = (sys.stderr.isatty() and len(texts) >= _PROGRESS_MIN_TEXTS) if show_progress_bar is None else show_progress_bar
-        from tqdm.auto import tqdm
-
-        with torch.inference_mode(), tqdm(total=len(seqs), disable=not show, desc="encode", unit="text") as bar:
+        # A bar on a terminal, periodic lines in logs (see ``progress``); by default only for large inputs.
+        show = len(texts) >= _PROGRESS_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+        with torch.inference_mode(), progress(len(seqs), "encode", "texts", enabled=show) as bar:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 ids, mask = self.collate([seqs[i] for i in idx])
-                out[idx] = self.embed_tokens(ids, mask).cpu().numpy()
+                if normalize_embeddings:
+                    out[idx] = self.embed_tokens(ids, mask).cpu().numpy()
+                else:
+                    out[idx] = self.eos_states(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
                 bar.update(len(idx))
         return out
 
-    def encode_document(self, texts: Sequence[str], titles: Sequence[str | None] | None = None,
-                        batch_size: int = 16, show_progress_bar: bool | None = None) -> np.ndarray:
-        """Embed documents with no instruction; a title is prefixed as ``f"{title} {text}"``. -> (n, dim)
+    def encode_document(self, texts: str | Sequence[str], titles: str | Sequence[str | None] | None = None,
+                        batch_size: int = 16, show_progress_bar: bool | None = None, *,
+                        normalize_embeddings: bool = True, convert_to_tensor: bool = False) -> np.ndarray | torch.Tensor:
+        """Embed documents with no instruction; a title is prefixed as ``f"{title} {text}"``.
 
-        A document may be a title alone (empty text); it is empty only when both are.
+        A list gives (n, dim), one string (dim,); float32 numpy, or a torch tensor with
+        ``convert_to_tensor=True``. ``normalize_embeddings=False``: raw EOS states (see ``encode``).
         """
+        single = isinstance(texts, str)
+        if single:
+            texts, titles = [texts], (None if titles is None else [titles])
         if titles is not None:
             if isinstance(texts, str):
                 raise InputError("document must be a list of strings, not one string: wrap it as [text]")
@@ -208,23 +219,44 @@ class Encoder:
                     raise InputError(f"document {i} is {type(t).__name__}, not a string")
             texts = [format_document(t, ti) for t, ti in zip(texts, titles, strict=True)]
         texts = _check_texts(texts, "document")
-        return self.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        out = self.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                          normalize_embeddings=normalize_embeddings)
+        return _as_requested(out, single, convert_to_tensor)
 
-    def encode_query(self, texts: Sequence[str], task: str | Sequence[str] | None = None, batch_size: int = 16,
-                     show_progress_bar: bool | None = None, use_instruction: bool = True) -> np.ndarray:
-        """Embed queries as ``Instruct: {task}\\nQuery: {query}``. -> (n, dim)
+    def encode_query(self, texts: str | Sequence[str], task: str | Sequence[str] | None = None, batch_size: int = 16,
+                     show_progress_bar: bool | None = None, use_instruction: bool = True, *,
+                     normalize_embeddings: bool = True, convert_to_tensor: bool = False) -> np.ndarray | torch.Tensor:
+        """Embed queries as ``Instruct: {task}\\nQuery: {query}``. A list -> (n, dim), one string -> (dim,)
 
         ``task`` is one registered name or sentence for all queries, or one per query; None is
         the default web-search task. ``use_instruction=False`` embeds bare queries (the ablation).
+        ``convert_to_tensor`` / ``normalize_embeddings`` as in ``encode_document``.
         """
-        texts = _check_texts(texts, "query")
+        single = isinstance(texts, str)
+        texts = _check_texts([texts] if single else texts, "query")
         if not use_instruction:
             tasks = None
         elif task is None or isinstance(task, str):
             tasks = resolve_task(task)
         else:
             tasks = [resolve_task(t) for t in task]
-        return self.encode(format_queries(tasks, texts), batch_size=batch_size, show_progress_bar=show_progress_bar)
+        out = self.encode(format_queries(tasks, texts), batch_size=batch_size, show_progress_bar=show_progress_bar,
+                          normalize_embeddings=normalize_embeddings)
+        return _as_requested(out, single, convert_to_tensor)
+
+    similarity_fn_name = "cosine"
+
+    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every row of ``a`` with every row of ``b``, as sentence-transformers'
+        ``model.similarity``. (n, dim) or (dim,), (m, dim) or (dim,) -> (n, m) float32 tensor"""
+        return cosine_similarity(a, b)
+
+
+def _as_requested(out: np.ndarray, single: bool, convert_to_tensor: bool) -> np.ndarray | torch.Tensor:
+    """(n, dim) -> (dim,) for one input string; a torch tensor if asked."""
+    if single:
+        out = out[0]
+    return torch.from_numpy(out) if convert_to_tensor else out
 
 
 def _right_padded(attention_mask: torch.Tensor, lengths: torch.Tensor) -> bool:

@@ -3,17 +3,22 @@
 Resumable by construction (see ``store`` and ``plan``): the existing output gives the count, the
 seen-set and the next request index; the tasks file gives the pools; request ``i`` is the same
 question in every run. Rows are written one at a time from the event loop, so the count check and
-the write cannot interleave.
+the write cannot interleave. SIGTERM cancels the requests in flight, closes the files (every row
+already written stays) and returns the summary so far, marked ``interrupted``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-import sys
+import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+
+from e5rag.retriever.progress import progress
 
 from .backend import ChatBackend, ChatRequest, RequestFailed, SynthError, make_backend
 from .config import SynthConfig
@@ -53,12 +58,20 @@ async def synthesize_async(config: SynthConfig, backend: ChatBackend | None = No
     if existing.torn_bytes:
         log.warning("removed a torn last line (%d bytes) from %s", existing.torn_bytes, config.out)
     stats, brainstorm_drops, pools = RunStats(), Counter(), {}
+    interrupted = None
     if existing.count < config.num_examples:
         own = backend is None
         backend = make_backend(config) if own else backend
         try:
-            pools = await build_pools(config, backend, stats, brainstorm_drops, resuming=existing.count > 0)
-            await _generate(config, backend, pools, existing, stats)
+            with _cancel_on_sigterm() as received:
+                try:
+                    pools = await build_pools(config, backend, stats, brainstorm_drops, resuming=existing.count > 0)
+                    await _generate(config, backend, pools, existing, stats)
+                except asyncio.CancelledError:
+                    if not received:
+                        raise
+                    _uncancel()
+                    interrupted = "SIGTERM"
         finally:
             if own:
                 await backend.aclose()
@@ -72,7 +85,38 @@ async def synthesize_async(config: SynthConfig, backend: ChatBackend | None = No
         cost_usd=cost_usd(stats.prompt_tokens, stats.completion_tokens, config.price_prompt,
                           config.price_completion),
         task_pool_sizes={k: len(v) for k, v in pools.items()},
+        interrupted=interrupted,
     )
+
+
+@contextlib.contextmanager
+def _cancel_on_sigterm() -> Iterator[list[int]]:
+    """While inside, SIGTERM cancels the current task; the list yielded gets the signal number.
+
+    Outside the main thread (where asyncio cannot install handlers) SIGTERM keeps its default."""
+    loop, task, received = asyncio.get_running_loop(), asyncio.current_task(), []
+
+    def stop() -> None:
+        received.append(signal.SIGTERM)
+        log.warning("SIGTERM: stopping; rows written so far are kept")
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _uncancel() -> None:
+    """Clear the handled cancellation (Python 3.11+), so later awaits in this task run normally."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
 
 
 async def build_pools(config: SynthConfig, backend: ChatBackend, stats: RunStats, drops: Counter,
@@ -88,13 +132,15 @@ async def build_pools(config: SynthConfig, backend: ChatBackend, stats: RunStats
             if r not in rounds[k] and not (resuming and rounds[k])]
     if todo:
         sem = asyncio.Semaphore(config.concurrency)
-        with JsonlAppender(config.tasks_path) as out:
+        with JsonlAppender(config.tasks_path) as out, progress(len(todo), "synth brainstorm", "rounds",
+                                                                enabled=config.progress) as bar:
             async def one(kind: str, rnd: int) -> None:
                 async with sem:
                     tasks, row = await _brainstorm_round(config, backend, kind, rnd, stats, drops)
                 if tasks:
                     rounds[kind][rnd] = tasks
                     out.write(row)
+                bar.update(1)
 
             await asyncio.gather(*(one(k, r) for k, r in todo))
     pools = {k: task_pool(rounds[k]) for k in kinds}
@@ -130,11 +176,10 @@ async def _brainstorm_round(config: SynthConfig, backend: ChatBackend, kind: str
     return [], {}
 
 
-def _progress(config: SynthConfig, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=config.num_examples, initial=initial, unit="ex", desc="synth",
-                disable=not (config.progress and sys.stderr.isatty()))
+def _progress(config: SynthConfig, initial: int, stats: RunStats):
+    """A bar on a terminal; in logs a line at most every $E5RAG_PROGRESS_SECONDS (see ``progress``)."""
+    return progress(config.num_examples, "synth", "examples", initial=initial, enabled=config.progress,
+                    status=lambda: f"{stats.requests} requests answered, {sum(stats.dropped.values())} dropped")
 
 
 class _Sink:
@@ -172,7 +217,7 @@ async def _generate(config: SynthConfig, backend: ChatBackend, pools: dict[str, 
     state = {"next": existing.next_index, "failures": 0}
     fail_limit = max(8, 2 * config.concurrency)
     done = asyncio.Event()
-    with JsonlAppender(config.out) as out, _progress(config, existing.count) as bar:
+    with JsonlAppender(config.out) as out, _progress(config, existing.count, stats) as bar:
         sink = _Sink(config, out, existing, stats, bar, backend.name)
 
         async def worker() -> None:
@@ -195,6 +240,7 @@ async def _generate(config: SynthConfig, backend: ChatBackend, pools: dict[str, 
                 state["failures"] = 0
                 stats.requests += 1
                 stats.add_usage(completion.prompt_tokens, completion.completion_tokens, completion.retries)
+                bar.update(0)  # with E5RAG_PROGRESS_SECONDS=0, a line per reply, also when it is dropped
                 if done.is_set():
                     stats.surplus += 1
                     return

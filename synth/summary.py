@@ -32,7 +32,8 @@ class SynthSummary:
     """The outcome of ``synthesize``. ``total`` rows are in the file; ``complete`` when it reached
     the requested number; ``requests == kept + duplicates + sum(dropped) + surplus``, where ``surplus``
     replies arrived after it was reached and were not used.
-    ``cost_usd`` is None unless a price was given (per 1M tokens)."""
+    ``cost_usd`` is None unless a price was given (per 1M tokens); ``interrupted`` names the signal
+    that stopped the run early (rerunning the same command resumes it)."""
 
     out: str
     requested: int
@@ -51,6 +52,7 @@ class SynthSummary:
     wall_s: float
     cost_usd: float | None
     task_pool_sizes: dict[str, int]
+    interrupted: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -78,6 +80,8 @@ class SynthSummary:
             lines.append("  task pools: " + ", ".join(f"{k} {v}" for k, v in self.task_pool_sizes.items()))
         if self.cost_usd is not None:
             lines.append(f"  cost: ${self.cost_usd:.4f}")
+        if self.interrupted:
+            lines.append(f"  stopped by {self.interrupted}: rerun the same command to resume")
         return "\n".join(lines)
 
 

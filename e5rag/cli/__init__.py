@@ -11,7 +11,10 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import sys
+
+from e5rag import __version__
 
 COMMAND_MODULES = ("index", "search", "get", "admin", "synth", "evaluate", "train")
 
@@ -19,6 +22,7 @@ COMMAND_MODULES = ("index", "search", "get", "admin", "synth", "evaluate", "trai
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e5rag", description="E5-style LLM embeddings: index once, ask many ways.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # `deepspeed --module e5rag ...` puts --local_rank=N before the command; ranks come from the
     # environment (LOCAL_RANK), so the value is accepted and ignored (also after `train`).
     parser.add_argument("--local_rank", "--local-rank", dest="launcher_local_rank_top", type=int,
@@ -28,12 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(f"{__name__}.{name}") is None:
             continue
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for command in sub.choices.values():  # `e5rag search -v ...` too; SUPPRESS keeps a -v given before
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details to stderr")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from e5rag.errors import E5RagError
 
+    if not sys.stderr.isatty():
+        # Bars that dependencies draw themselves (transformers' GGUF conversion ignores its own
+        # disable_progress_bar) would fill a log with carriage returns; tqdm reads this at import.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

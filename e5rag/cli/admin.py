@@ -10,8 +10,8 @@ from .common import add_store_args, store_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("delete", help="delete documents by id")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p = sub.add_parser("delete", help="delete documents by id (exit 1, naming them, if some ids are not there)")
+    p.add_argument("ids", nargs="+", metavar="ID", help="document id(s) to delete")
     add_store_args(p)
     p.set_defaults(func=run_delete)
 
@@ -20,21 +20,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("tasks", help="list the registered task names and their definitions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {name, definition, kind}")
     p.set_defaults(func=run_tasks)
 
 
 def run_delete(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
-    from e5rag.retriever.parents import delete_documents
+    from e5rag.retriever.parents import delete_documents, stored_chunk_ids
 
     with open_store(args.index, readonly=True, **store_options(args)):
         pass  # refuses a missing index before anything is created
+    ids = list(dict.fromkeys(args.ids))
     with open_store(args.index, **store_options(args)) as store:
+        present = set(store.content_hashes(ids)) | {i for i in ids if stored_chunk_ids(store, i)}
         n = delete_documents(store, args.ids)  # a chunked document goes with all its chunks
         store.commit()
         total = store.count()
-    print(f"deleted {n} of {len(args.ids)} ids; {total} documents left", file=sys.stderr)
+    missing = [i for i in ids if i not in present]
+    print(f"deleted {n} of {len(ids)} ids; {total} documents left", file=sys.stderr)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        print(f"e5rag: warning: {len(missing)} id(s) not in the index: {shown}", file=sys.stderr)
+        return 1  # like rm: the rest were deleted, but not everything asked for was there
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from typing import Any
 
 
@@ -12,7 +14,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embed
                    help=f"model directory, .gguf file or cached hub id (default: {default_note}; "
                         "'smollm2-135m' is the untrained base)")
     g.add_argument("--adapter", default=None, help="PEFT LoRA adapter folder (or an `e5rag train --output` folder) applied on the model")
-    g.add_argument("--max-length", type=int, default=None, help="tokens per text, EOS included (default 512)")
+    g.add_argument("--max-length", type=int, default=None,
+                   help="tokens per text, EOS included (default: the length recorded in the index, else 512)")
     g.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on CUDA)")
@@ -63,4 +66,9 @@ def load_encoder_for(store, args: argparse.Namespace):
     kw["adapter"] = adapter
     if args.max_length is None and recorded.get("max_length"):
         kw["max_length"] = int(recorded["max_length"])
-    return Encoder.from_pretrained(source, **kw), source, adapter
+    label = (source or "the embedded default") + (f" + adapter {adapter}" if adapter else "")
+    print(f"e5rag: loading model {label} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    encoder = Encoder.from_pretrained(source, **kw)
+    print(f"e5rag: ... done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return encoder, source, adapter

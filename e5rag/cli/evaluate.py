@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     group.add_argument("--both", dest="instruction", action="store_const", const="both",
                        help="run with and without the instruction (documents encoded once)")
     p.add_argument("--k", type=int, default=100, help="hits per query, for recall@k and MAP@k (default: 100)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     p.add_argument("--max-length", type=int, help="token limit (default: 512; a baseline's own limit)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--compile", action="store_true",

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "JSONL with id/text(/title) fields, a .txt, .md, .html or .pdf file (one document, "
                                    "id = the file name), a folder of them (recursively; id = the path inside it), or - "
                                    "for stdin (JSONL, or one document a line). Long documents are chunked.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="JSONL, a .txt/.md/.html/.pdf file, a folder of them, or - for stdin")
     add_store_args(p)
     p.add_argument("--index-type", default=None,
                    help="FAISS index_factory string (Flat, HNSW32, IVF256,Flat) or Milvus index type "

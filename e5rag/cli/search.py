@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an index; the task instruction is chosen per query",
                        description="With no QUERY, queries are read from stdin: plain lines, or JSONL "
                                    '{"id", "text", "task"} where "task" overrides --task for that query.')
-    p.add_argument("queries", nargs="*", metavar="QUERY")
+    p.add_argument("queries", nargs="*", metavar="QUERY", help="query text(s); none: read them from stdin")
     add_store_args(p)
     p.add_argument("--task", default=None,
                    help="a registered task name (see `e5rag tasks`) or a one-sentence task definition "
@@ -75,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(query: str, task: str | None, hits) -> str:
-    """A readable block: the query, its task, then rank, score, id and a text snippet per hit."""
+    """A readable block: the query, its task, then rank, score, id and a text snippet per hit
+    (the id column is as wide as the block's longest id, at least 14)."""
     lines = [f"query: {query}", f"task:  {task if task else '(no instruction)'}"]
     if not hits:
         lines.append("  (no results)")
+    width = max([14, *(len(h.document.id) for h in hits)])
     for h in hits:
         text = " ".join((f"{h.document.title}: {h.document.text}" if h.document.title else h.document.text).split())
-        lines.append(f"  {h.rank:>3}  {h.score:7.4f}  {h.document.id:<14} {text[:90]}{'…' if len(text) > 90 else ''}")
+        lines.append(f"  {h.rank:>3}  {h.score:7.4f}  {h.document.id:<{width}} {text[:90]}{'…' if len(text) > 90 else ''}")
     return "\n".join(lines) + "\n"

@@ -27,13 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--languages", default="weighted",
                    help="weighted (the paper's mix), uniform, en, or a comma list of codes/names")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (local: batch size)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the task/language plan and request seeds; same seed + --out resumes (default 0)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the API key (never written anywhere)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     p.add_argument("--max-retries", type=int, default=6, help="retries on 429/5xx/timeouts")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top-p (default 1.0)")
     p.add_argument("--max-tokens", type=int, default=None, help="completion tokens (default 2048 http, 512 local)")
     p.add_argument("--brainstorm-rounds", type=int, default=None, help="brainstorm requests per asymmetric kind")
     p.add_argument("--max-requests", type=int, default=None,
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON "
                                                                         "('-' for stdout)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="show a progress bar (default on)")
+                   help="progress: a bar on a terminal, else a line every $E5RAG_PROGRESS_SECONDS (default on)")
     p.set_defaults(func=run)
 
 
@@ -80,7 +81,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 when --output holds the requested examples, 1 when the request cap stopped the run short."""
+    """0 when --output holds the requested examples, 1 when the request cap stopped the run short,
+    143 on SIGTERM (after the summary; every row written so far is kept)."""
     from e5rag.synth import synthesize
 
     summary = synthesize(build_config(args))
@@ -89,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         print(summary.to_json())
     elif args.summary_json:
         Path(args.summary_json).write_text(summary.to_json() + "\n", encoding="utf-8")
+    if summary.interrupted:
+        print(f"e5rag: interrupted by {summary.interrupted} with {summary.total} of {summary.requested} examples "
+              f"in {summary.out}; rerun the same command to continue", file=sys.stderr)
+        return 143
     if not summary.complete:
         print(f"e5rag: stopped at the request cap with {summary.total} of {summary.requested} examples; "
               f"rerun with a larger --max-requests to continue", file=sys.stderr)

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("mine", help="mine hard negatives for a BEIR dataset into training JSONL",
                        description="Search each query of a BEIR split with its task and keep documents ranked "
                                    "inside --window (positives excluded) as hard negatives.")
-    m.add_argument("dataset", metavar="BEIR_DIR")
+    m.add_argument("dataset", metavar="BEIR_DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
     m.add_argument("--output", dest="out", required=True, metavar="FILE.jsonl", help="where to write the training rows")
     m.add_argument("--split", default="train", help="qrels split whose queries are mined (default train)")
     m.add_argument("--index", default=None, metavar="PATH",
@@ -106,9 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "SmolLM2), all-MiniLM-L6-v2 or a sentence-transformers folder")
     m.add_argument("--adapter", default=None, help="LoRA adapter for --model")
     m.add_argument("--max-length", type=int, default=None, help="tokens per text (default: the model's own, 512)")
-    m.add_argument("--batch-size", type=int, default=16)
+    m.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     m.add_argument("--seed", type=int, default=0, help="seed of the negatives kept from the window")
-    m.add_argument("--device", default=None)
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     m.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the corpus embedding cache shared with `e5rag eval`")
     m.set_defaults(func=run_mine)
@@ -120,7 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--adapter", required=True, metavar="DIR", help="PEFT adapter folder, or a `train --output` folder")
     g.add_argument("--output", dest="out", required=True, metavar="OUTDIR", help="new model folder to write")
     g.add_argument("--tolerance", type=float, default=1e-4, help="max abs embedding difference allowed (1e-4)")
-    g.add_argument("--max-length", type=int, default=512)
+    g.add_argument("--max-length", type=int, default=512,
+                   help="tokens per text of the merged-vs-unmerged check (default 512)")
     g.set_defaults(func=run_merge)
 
 

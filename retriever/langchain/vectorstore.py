@@ -1,8 +1,9 @@
 """``E5VectorStore``: LangChain's ``VectorStore`` over an e5rag store (FAISS directory or Milvus).
 
 Vectors are L2-normalised before they are stored or searched, so the stores' inner product is
-cosine for any embeddings; scores are cosine similarities (higher is closer), relevance scores
-``(1 + cosine) / 2``. With ``E5Embeddings``, search methods take ``task=`` to choose the query
+cosine for any embeddings; scores are cosine similarities (higher is closer), and relevance
+scores are the cosine clipped to [0, 1] (what LangChain's ``_cosine_relevance_score_fn`` gives), so a
+``score_threshold`` is a cosine threshold. With ``E5Embeddings``, search methods take ``task=`` to choose the query
 instruction per call; documents are embedded as ``f"{title} {text}"`` like ``e5rag index`` does.
 """
 
@@ -218,14 +219,15 @@ class E5VectorStore(VectorStore):
     def max_marginal_relevance_search_by_vector(self, embedding: list[float], k: int = 4, fetch_k: int = 20,
                                                 lambda_mult: float = 0.5, filter: str | dict | None = None,
                                                 **kwargs: Any) -> list[LCDocument]:
-        """MMR over the top ``fetch_k``. The stores keep no vectors to hand back, so the candidates
-        are embedded again (``fetch_k`` document embeddings per call)."""
-        candidates = self.similarity_search_with_score_by_vector(embedding, max(k, fetch_k), filter, **kwargs)
+        """MMR over the top ``fetch_k``, on the candidates' stored vectors (nothing is embedded again)."""
+        with self._lock:
+            candidates = self.similarity_search_with_score_by_vector(embedding, max(k, fetch_k), filter, **kwargs)
+            stored = self.store.get_vectors([d.id for d, _ in candidates]) if candidates else {}
+        candidates = [(d, s) for d, s in candidates if d.id in stored]  # one deleted meanwhile (Milvus) drops out
         if not candidates:
             return []
-        stored = [to_store_document(d.id, d.page_content, d.metadata) for d, _ in candidates]
-        picked = maximal_marginal_relevance(unit_rows([embedding])[0], self._document_vectors(stored),
-                                            lambda_mult=lambda_mult, k=k)
+        vectors = np.stack([stored[d.id] for d, _ in candidates])  # (fetch_k, dim)
+        picked = maximal_marginal_relevance(unit_rows([embedding])[0], vectors, lambda_mult=lambda_mult, k=k)
         return [candidates[i][0] for i in picked]
 
     def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
@@ -236,8 +238,10 @@ class E5VectorStore(VectorStore):
 
 
 def _cosine_to_relevance(score: float) -> float:
-    """Cosine in [-1, 1] -> relevance in [0, 1] (1 = same direction)."""
-    return min(1.0, max(0.0, (1.0 + score) / 2.0))
+    """Cosine in [-1, 1] -> relevance in [0, 1]: the cosine itself, negatives clipped to 0.
+
+    Not ``(1 + cos) / 2``, which squeezes E5 scores into ~0.73-0.86 so that no usual threshold filters."""
+    return min(1.0, max(0.0, score))
 
 
 def _close_and_remove(store: Store, tmp: tempfile.TemporaryDirectory) -> None:

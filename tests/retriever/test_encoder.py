@@ -130,3 +130,37 @@ def test_a_document_may_be_a_title_alone(tiny_encoder):
     np.testing.assert_allclose(vec, tiny_encoder.encode(["Only a title", "Some text."]), atol=1e-6)
     with pytest.raises(InputError, match="document 0 is empty"):
         tiny_encoder.encode_document(["  "], [""])
+
+def test_one_string_gives_one_vector_like_sentence_transformers(tiny_encoder):
+    q, d = "what is the capital of france", "Paris is the capital of France."
+    one_q = tiny_encoder.encode_query(q, task="nq")
+    assert one_q.shape == (tiny_encoder.dim,) and one_q.dtype == np.float32
+    np.testing.assert_allclose(one_q, tiny_encoder.encode_query([q], task="nq")[0], atol=1e-6)
+    one_d = tiny_encoder.encode_document(d, titles="France")
+    assert one_d.shape == (tiny_encoder.dim,)
+    np.testing.assert_allclose(one_d, tiny_encoder.encode(["France " + d])[0], atol=1e-6)
+    assert tiny_encoder.encode_document([d]).shape == (1, tiny_encoder.dim)
+
+
+def test_similarity_is_cosine_of_every_pair(tiny_encoder):
+    queries = tiny_encoder.encode_query(TEXTS[:2])
+    docs = tiny_encoder.encode_document(TEXTS)
+    sims = tiny_encoder.similarity(queries, docs)
+    assert isinstance(sims, torch.Tensor) and sims.shape == (2, len(TEXTS))
+    want = np.array([[float(np.dot(q, d) / (np.linalg.norm(q) * np.linalg.norm(d))) for d in docs] for q in queries])
+    np.testing.assert_allclose(sims.numpy(), want, atol=1e-5)
+    assert tiny_encoder.similarity(queries[0], docs[3]).shape == (1, 1)
+    raw = tiny_encoder.encode_document(TEXTS, normalize_embeddings=False)  # cosine ignores the scale
+    np.testing.assert_allclose(tiny_encoder.similarity(queries, raw).numpy(), want, atol=1e-5)
+    with pytest.raises(InputError, match="dimension"):
+        tiny_encoder.similarity(queries, docs[:, :4])
+
+
+def test_normalize_embeddings_false_and_convert_to_tensor(tiny_encoder):
+    raw = tiny_encoder.encode_document(TEXTS, normalize_embeddings=False)
+    norms = np.linalg.norm(raw, axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-3)
+    np.testing.assert_allclose(raw / norms[:, None], tiny_encoder.encode_document(TEXTS), atol=1e-5)
+    as_tensor = tiny_encoder.encode_query("vaccines", convert_to_tensor=True)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.shape == (tiny_encoder.dim,)
+    np.testing.assert_allclose(as_tensor.numpy(), tiny_encoder.encode_query(["vaccines"])[0], atol=1e-6)

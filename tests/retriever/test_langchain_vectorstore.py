@@ -137,8 +137,13 @@ def test_relevance_scores_filters_and_mmr(tmp_path):
     q = np.array(store.embeddings.embed_query("apple pie"))
     cos = emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)  # brute force, unnormalised input
     got = store.similarity_search_with_relevance_scores("apple pie", k=5)
-    assert [(d.page_content, s) for d, s in got] == [(texts[i], pytest.approx((1 + cos[i]) / 2, abs=1e-5))
+    relevance = np.clip(cos, 0.0, 1.0)  # the cosine itself, negatives clipped
+    assert [(d.page_content, s) for d, s in got] == [(texts[i], pytest.approx(relevance[i], abs=1e-5))
                                                      for i in np.argsort(-cos)]
+    for threshold in (0.1, 0.5, 0.9):  # a threshold keeps exactly the documents at or above that cosine
+        kept = store.similarity_search_with_relevance_scores("apple pie", k=5, score_threshold=threshold)
+        assert [d.page_content for d, _ in kept] == [texts[i] for i in np.argsort(-cos) if cos[i] >= threshold]
+    assert 0 < len(store.similarity_search_with_relevance_scores("apple pie", k=5, score_threshold=0.6)) < 5
     assert [d.page_content for d in store.similarity_search("apple pie", k=5, filter={"fruit": ["cherry", "date"]})] \
         == [texts[i] for i in np.argsort(-cos) if texts[i].split()[0] in ("cherry", "date")]
     assert [d.page_content for d in store.similarity_search("x", k=5, filter='metadata["n"] == 3')] == ["apple crumble"]
@@ -199,3 +204,36 @@ def test_unchanged_documents_are_not_embedded_again(lc_encoder, tmp_path):  # no
     assert {i: got[i] for i in expected if i != DOCS[-1]["id"]} == pytest.approx(
         {i: s for i, s in expected.items() if i != DOCS[-1]["id"]}, abs=1e-5)
     store.close()
+
+
+def _direct_mmr(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float) -> list[int]:
+    """Greedy MMR (Carbonell & Goldstein 1998) on unit vectors, written out: each step takes the
+    candidate maximising lambda * cos(query, d) - (1 - lambda) * max cos(d, already chosen); the
+    first is the most relevant (LangChain's convention, whatever lambda)."""
+    relevance = vectors @ query
+    chosen = [int(np.argmax(relevance))]
+    while len(chosen) < min(k, len(vectors)):
+        redundancy = (vectors @ vectors[chosen].T).max(axis=1)
+        score = lambda_mult * relevance - (1 - lambda_mult) * redundancy
+        score[chosen] = -np.inf
+        chosen.append(int(np.argmax(score)))
+    return chosen
+
+
+def test_mmr_uses_the_stored_vectors(e5_store, lc_encoder):  # noqa: F811
+    """MMR equals a direct MMR over the documents' vectors (computed here without the store), and
+    embeds no document: only the query reaches the model."""
+    vectors = lc_encoder.encode_document([d["text"] for d in DOCS], titles=[d["title"] for d in DOCS])
+    query = lc_encoder.encode_query(QUERY, task=TASK_A)
+    counting, original = _CountingE5(lc_encoder, task=TASK_A), e5_store.embedding
+    e5_store.embedding = counting
+    try:
+        for lambda_mult in (0.0, 0.3, 0.7):
+            got = e5_store.max_marginal_relevance_search(QUERY, k=3, fetch_k=N, lambda_mult=lambda_mult)
+            assert [d.id for d in got] == [DOCS[i]["id"] for i in _direct_mmr(query, vectors, 3, lambda_mult)]
+    finally:
+        e5_store.embedding = original
+    assert getattr(counting, "seen", []) == []
+    stored = e5_store.store.get_vectors(["d0", "missing", "d2"])
+    assert sorted(stored) == ["d0", "d2"]
+    np.testing.assert_allclose(stored["d2"], vectors[2], atol=1e-5)
