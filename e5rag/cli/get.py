@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Print each document's text, or with --json one JSON object a line "
                                    '{"_id", "title", "text", "metadata"} (corpus.jsonl style). A chunk id '
                                    "(ID#N) prints that chunk alone.")
-    p.add_argument("ids", nargs="+", metavar="DOC_ID")
+    p.add_argument("ids", nargs="+", metavar="DOC_ID", help="document ids as indexed (a chunked document is put back together)")
     add_store_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per document on stdout")
     p.set_defaults(func=run)

@@ -21,7 +21,7 @@ def test_index_logs_model_load_and_periodic_progress_lines(mistral_dir, tmp_path
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"document number {i} about topic {i % 7}"}) + "\n"
                               for i in range(n)))
     index = tmp_path / "idx"
-    r = _cli("index", corpus, "--index", index, "--model", mistral_dir, "--max-length", 16, "--batch-size", 32,
+    r = _cli("index", corpus, "--index", index, "--model", mistral_dir, "--max-length", 32, "--batch-size", 32,
              E5RAG_PROGRESS_SECONDS="0")
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
