@@ -16,6 +16,7 @@ from e5rag.indexers import Document, Hit, Store, open_store
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
+from .fusion import HybridConfig, fuse
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,24 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     adapter = adapter if adapter is not None else encoder.adapter_path
     record["adapter_path"] = str(Path(adapter).resolve()) if adapter else None
     return record
+
+
+def hybrid_config(hybrid: HybridConfig | bool | None) -> HybridConfig | None:
+    """None for dense search; the default ``HybridConfig`` for True."""
+    if hybrid is None or hybrid is False:
+        return None
+    if hybrid is True:
+        return HybridConfig()
+    if not isinstance(hybrid, HybridConfig):
+        raise InputError(f"hybrid must be True, False or a HybridConfig, got {type(hybrid).__name__}")
+    return hybrid
+
+
+def fuse_hits(dense: Sequence[Hit], sparse: Sequence[Hit], config: HybridConfig, k: int) -> list[Hit]:
+    """The top-``k`` of two hit lists for one query fused by ``config``; scores are the fused scores."""
+    docs = {h.document.id: h.document for h in (*sparse, *dense)}
+    fused = fuse([(h.document.id, h.score) for h in dense], [(h.document.id, h.score) for h in sparse], config)
+    return [Hit(docs[i], float(score), rank) for rank, (i, score) in enumerate(fused[:k], start=1)]
 
 
 class SearchIndex:
@@ -122,12 +141,29 @@ class SearchIndex:
         return self.encoder.encode_query(queries, task=task, use_instruction=use_instruction, batch_size=batch_size)
 
     def search(self, queries: Sequence[str], task: str | Sequence[str] | None = None, k: int = 10,
-               filter: str | None = None, use_instruction: bool = True, batch_size: int = 16) -> list[list[Hit]]:
-        """Top-k documents for each query; ``task``: one for all, one per query, or None (default)."""
+               filter: str | None = None, use_instruction: bool = True, batch_size: int = 16,
+               hybrid: HybridConfig | bool | None = None) -> list[list[Hit]]:
+        """Top-k documents for each query; ``task``: one for all, one per query, or None (default).
+
+        ``hybrid``: True or a ``HybridConfig`` fuses the dense ranking (query with its task) with the
+        store's BM25 ranking of the bare query (``retriever.fusion``); hit scores are then fused scores.
+        """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
+        config = hybrid_config(hybrid)
+        depth = k if config is None else config.depth(k)
         vectors = self.embed_queries(queries, task, use_instruction, batch_size)
-        return self.store.search(vectors, k, filter=filter)
+        dense = self.store.search(vectors, depth, filter=filter)
+        if config is None:
+            return dense
+        sparse = self.store.keyword_search(list(queries), depth, filter=filter)
+        return [fuse_hits(d, s, config, k) for d, s in zip(dense, sparse, strict=True)]
+
+    def keyword_search(self, queries: Sequence[str], k: int = 10, filter: str | None = None) -> list[list[Hit]]:
+        """Top-k documents by BM25 alone for each bare query (no model involved)."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        return self.store.keyword_search(list(queries), k, filter=filter)
 
     def close(self) -> None:
         self.store.close()

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Embed documents once, without an instruction. SOURCE: a BEIR corpus.jsonl, any "
                                    "JSONL with id/text(/title) fields, a .txt file (one document a line), a folder of "
                                    ".txt/.md files, or - for stdin.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("sources", nargs="*", metavar="SOURCE")
     add_store_args(p)
     p.add_argument("--index-type", default=None,
                    help="FAISS index_factory string (Flat, HNSW32, IVF256,Flat) or Milvus index type "
@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="JSONL text field (default: text)")
     p.add_argument("--title-field", default="title", help="JSONL title field (default: title)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--rebuild-bm25", action="store_true",
+                   help="(re)build the BM25 index of hybrid search from the stored texts, without re-embedding "
+                        "(FAISS indexes built before hybrid search); SOURCE may then be left out")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -34,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .common import load_encoder_for
 
+    if args.rebuild_bm25:
+        rebuild_bm25(args)
+        if not args.sources:
+            return 0
+    if not args.sources:
+        from e5rag.retriever.errors import InputError
+
+        raise InputError("no SOURCE: name documents to index (a JSONL, .txt file, folder or -), or pass --rebuild-bm25")
     docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))
     store = open_store(args.index, index_type=args.index_type, **store_options(args))
     try:
@@ -48,3 +59,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"indexed {args.index}: {report.added} added, {report.updated} updated, "
               f"{report.skipped} unchanged (skipped); {report.total} documents in the index", file=sys.stderr)
     return 0
+
+
+def rebuild_bm25(args: argparse.Namespace) -> None:
+    """Re-derive an existing index's BM25 table from its stored texts (no model is loaded)."""
+    from e5rag.indexers import StoreError, open_store
+
+    store = open_store(args.index, **store_options(args))
+    try:
+        if store.manifest is None:
+            raise StoreError(f"no index at {args.index} to rebuild BM25 for: build one with `e5rag index SOURCE`")
+        rebuild = getattr(store, "rebuild_keyword_index", None)
+        if rebuild is None:
+            raise StoreError(f"the {store.kind} store keeps no local BM25 index to rebuild")
+        rebuild()
+        store.commit()
+        count = store.count()
+    finally:
+        store.close()
+    print(f"rebuilt the BM25 index of {args.index} from {count} stored documents", file=sys.stderr)
