@@ -15,6 +15,7 @@ import argparse
 import json
 
 from e5rag.retriever.evaluation import EmbeddingCache, evaluate_run, load_beir, load_eval_encoder
+from e5rag.retriever.evaluation.baselines import uses_instruction
 from e5rag.retriever.evaluation.harness import dataset_task, dense_run, document_vectors
 from e5rag.retriever.evaluation.hybrid import bm25_run, fuse_runs
 from e5rag.retriever.fusion import HybridConfig
@@ -35,8 +36,9 @@ def main() -> None:
     dataset = load_beir(args.dataset, args.split)
     encoder, name = load_eval_encoder(args.model, adapter=args.adapter, max_length=args.max_length)
     vectors, source, seconds = document_vectors(encoder, dataset, EmbeddingCache())
-    dense, _, _ = dense_run(encoder, dataset, vectors, task=dataset_task(dataset, None), use_instruction=True,
-                            k=args.k)
+    instructed = uses_instruction(encoder)  # sentence-transformers baselines take no instruction
+    dense, _, _ = dense_run(encoder, dataset, vectors, task=dataset_task(dataset, None) if instructed else None,
+                            use_instruction=instructed, k=args.k)
     sparse, _ = bm25_run(dataset, args.k)
     rows = [("dense", dense), ("bm25", sparse)]
     rows += [(c.describe(), fuse_runs(dense, sparse, c, args.k))

@@ -295,8 +295,12 @@ class MilvusStore(Store):
         """Milvus Lite and servers 2.5+ run the BM25 function; older servers (e.g. 2.3) do not."""
         if self.lite:
             return True
-        with self._rpc("read the version of"):
-            version = self._client.get_server_version()
+        try:
+            with self._rpc("read the version of"):
+                version = self._client.get_server_version()
+        except StoreError as exc:  # a server that cannot say is treated as one without BM25
+            log.info("%s", exc)
+            version = ""
         if not supports_bm25(version):
             log.info("Milvus server %s has no BM25 function: index %s is made without it (no hybrid search)",
                      version, self._where())
