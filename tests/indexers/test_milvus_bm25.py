@@ -3,11 +3,13 @@ upsert/delete and after a killed writer; a collection without the BM25 field get
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -109,3 +111,31 @@ def test_killed_writer_leaves_bm25_and_vectors_in_step(tmp_path):
         assert len(live) >= 100 and set(bm25_ids(store, "common")) == live
         for i in (0, 1, 49):
             assert set(bm25_ids(store, f"word{i}")) == {d for d in live if d.endswith(f"-{i}")}
+
+
+SERVER_URI = os.environ.get("E5RAG_MILVUS_URI")
+
+
+@pytest.mark.skipif(not SERVER_URI, reason="set E5RAG_MILVUS_URI=http://host:19530 to run against a Milvus server")
+def test_server_bm25_or_a_clear_error():
+    """A server 2.5+ keeps BM25 in step like Lite; an older one (scripts/milvus_server.sh: 2.3.5) says what to do."""
+    from pymilvus import MilvusClient
+
+    name = f"t_bm25_{uuid.uuid4().hex[:12]}"
+    client = MilvusClient(SERVER_URI)
+    try:
+        with MilvusStore(SERVER_URI, collection=name) as store:
+            store.initialize(DIM, {"base": "test"})
+            store.upsert([Document(f"d{i}", f"common word{i}") for i in range(5)], unit(5))
+            store.commit()
+            if supports_bm25(client.get_server_version()):
+                assert set(bm25_ids(store, "common")) == all_ids(store) == {f"d{i}" for i in range(5)}
+                store.delete(["d0"])
+                assert bm25_ids(store, "word0") == [] and bm25_ids(store, "word1") == ["d1"]
+            else:
+                with pytest.raises(StoreError, match="older than 2.5"):
+                    store.keyword_search(["common"], k=3)
+    finally:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.close()
