@@ -173,6 +173,11 @@ class Store(ABC):
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""
 
+    def keyword_search(self, queries: Sequence[str], k: int, filter: str | None = None) -> list[list[Hit]]:
+        """Top-k by BM25 for each bare query string -> n lists of hits (score: the BM25 score)."""
+        raise StoreError(f"the {self.kind or type(self).__name__} store has no BM25 index: use a FAISS index "
+                         "directory for hybrid search")
+
     def commit(self) -> None:  # noqa: B027  (a default no-op: stores that write at once need nothing)
         """Make every write so far durable (atomic where the backend allows)."""
 

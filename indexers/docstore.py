@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import bm25
 from .base import Document
 from .filter_sql import to_sql
 from .filters import Filter
@@ -39,6 +40,7 @@ class DocStore:
         self.conn = sqlite3.connect(uri, uri=True, isolation_level="DEFERRED", check_same_thread=False)
         if not readonly:
             self.conn.executescript(_SCHEMA)
+            bm25.ensure_index(self.conn)  # BM25 over the texts, kept in step by triggers (indexers.bm25)
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])

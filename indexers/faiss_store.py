@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
+from . import atomic, bm25
 from .base import Document, Hit, Manifest, Store, StoreError, StoreInputError, check_documents, check_vectors
 from .docstore import DocStore
 from .filters import parse_filter
@@ -390,6 +390,25 @@ class FaissStore(Store):
         return [[Hit(docs[int(i)], float(s), r + 1) for r, (s, i) in enumerate(
                     (s, i) for s, i in zip(srow, irow, strict=True) if i >= 0 and int(i) in docs)]
                 for srow, irow in zip(scores, iids, strict=True)]
+
+    def keyword_search(self, queries: Sequence[str], k: int, filter: str | None = None) -> list[list[Hit]]:
+        """Top-k by BM25 (SQLite FTS5, see ``indexers.bm25``) for each bare query -> n lists of hits."""
+        self._require_init()
+        if k < 1:
+            raise StoreInputError(f"k must be at least 1, got {k}")
+        conn = self._docs.conn
+        if not bm25.has_index(conn):
+            raise StoreError(f"index {self.root} has no BM25 index (it was built before hybrid search): add it "
+                             f"from the stored texts with `e5rag index --rebuild-bm25 --index {self.root}`")
+        allowed = set(self._docs.matching_iids(parse_filter(filter))) if filter else None
+        found = [bm25.search(conn, q, k, allowed) for q in queries]
+        docs = self._docs.by_iid(sorted({i for row in found for i, _ in row}))
+        return [[Hit(docs[i], s, r + 1) for r, (i, s) in enumerate(row)] for row in found]
+
+    def rebuild_keyword_index(self) -> None:
+        """Re-derive the BM25 index from the stored texts (no re-embedding); published on ``commit``."""
+        self._require_init()
+        bm25.rebuild(self._writable().conn)
 
     def _filtered_search(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the documents that match the filter (vectors reconstructed)."""

@@ -15,6 +15,7 @@ from .base import StoreInputError
 
 ID, VECTOR, TITLE, TEXT, METADATA, HASH = "id", "vector", "title", "text", "metadata", "content_hash"
 DOC_FIELDS = (TITLE, TEXT, METADATA)
+SPARSE, BM25_FUNCTION = "text_bm25", "text_bm25_function"  # hybrid search: BM25 of the text (build_schema)
 VARCHAR_MAX = 65535  # Milvus' VARCHAR limit (a server counts UTF-8 bytes)
 JSON_MAX = 65536  # a Milvus server's default JSON field limit, in bytes
 HASH_LEN = 64
@@ -79,27 +80,49 @@ class IndexConfig:
         return {"metric_type": METRIC, "params": params}
 
 
-def build_schema(client, dim: int):
-    """The e5rag collection schema (see module docstring)."""
+def build_schema(client, dim: int, bm25: bool = False):
+    """The e5rag collection schema (see module docstring). ``bm25``: the text field gets Milvus' analyzer
+    and a BM25 function fills a sparse field from it (Milvus 2.5+ and Milvus Lite; hybrid search)."""
     from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=VARCHAR_MAX)
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
     schema.add_field(TITLE, DataType.VARCHAR, max_length=VARCHAR_MAX)
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=VARCHAR_MAX)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=VARCHAR_MAX, **({"enable_analyzer": True} if bm25 else {}))
     schema.add_field(METADATA, DataType.JSON)
     schema.add_field(HASH, DataType.VARCHAR, max_length=HASH_LEN)
+    if bm25:
+        from pymilvus import Function, FunctionType
+
+        schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name=BM25_FUNCTION, function_type=FunctionType.BM25,
+                                     input_field_names=[TEXT], output_field_names=[SPARSE]))
     return schema
 
 
-def build_index_params(client, config: IndexConfig):
+def supports_bm25(version: str) -> bool:
+    """Whether a Milvus server version string (``v2.5.4``, ``2.3.5``) has the BM25 function (2.5+)."""
+    import re
+
+    match = re.search(r"(\d+)\.(\d+)", version or "")
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= (2, 5)
+
+
+def has_bm25(description: dict[str, Any]) -> bool:
+    """Whether a described collection has e5rag's BM25 sparse field."""
+    return any(f.get("name") == SPARSE for f in description.get("fields", []))
+
+
+def build_index_params(client, config: IndexConfig, bm25: bool = False):
     """``index_params`` for ``create_collection``. pymilvus 3 sends build parameters as flat key-value
     pairs, which Milvus Lite 3.2 ignores (it reads only a JSON ``params`` entry, which servers also
     accept), so Lite gets them nested."""
     params = client.prepare_index_params()
     build = {"params": dict(config.build)} if config.lite and config.build else dict(config.build)
     params.add_index(VECTOR, index_type=config.index_type, metric_type=METRIC, params=build)
+    if bm25:
+        params.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     return params
 
 

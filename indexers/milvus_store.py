@@ -59,11 +59,14 @@ from .milvus_schema import (
     HASH,
     ID,
     MAX_TOPK,
+    SPARSE,
     VECTOR,
     IndexConfig,
     build_index_params,
     build_schema,
     check_schema,
+    has_bm25,
+    supports_bm25,
 )
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,7 @@ class MilvusStore(Store):
         self._acquired = False
         self._dirty = False
         self._manifest: Manifest | None = None
+        self._bm25 = False  # the collection has the BM25 sparse field (hybrid search)
         pymilvus = _pymilvus()
         try:
             target = milvus_local.acquire(self._path, readonly) if self.lite else self.uri
@@ -220,6 +224,7 @@ class MilvusStore(Store):
         if manifest.format_version > FORMAT_VERSION:
             raise StoreError(f"index {self._where()} has format version {manifest.format_version}, newer than this "
                              f"e5rag reads ({FORMAT_VERSION}): upgrade e5rag")
+        self._bm25 = has_bm25(description)
         problem = check_schema(description, manifest.dim)
         if problem:
             raise StoreError(f"collection {self.collection!r} at {self.location} is not an e5rag index: {problem}")
@@ -274,19 +279,37 @@ class MilvusStore(Store):
             raise StoreInputError(f"the model record must be JSON-serialisable: {exc}") from None
         manifest = Manifest(store=self.kind, dim=int(dim), model=model, index_type=self._config.index_type)
         record = {k: v for k, v in manifest.to_dict().items() if k != "count"}
-        schema = build_schema(self._client, manifest.dim)
+        bm25 = self._server_has_bm25()
+        schema = build_schema(self._client, manifest.dim, bm25=bm25)
         # Lite lacks the AllocTimestamp RPC that pymilvus calls while waiting for the index: the gRPC
         # server would log a NotImplementedError traceback although the collection is created fine.
         quiet_server = milvus_local.captured_logs("grpc._server") if self.lite else nullcontext()
         try:
             with quiet_server, self._rpc(f"create a {self._config.index_type} index in"):
                 self._client.create_collection(
-                    self.collection, schema=schema, index_params=build_index_params(self._client, self._config),
+                    self.collection, schema=schema, index_params=build_index_params(self._client, self._config, bm25),
                     consistency_level="Strong", properties={MANIFEST_KEY: json.dumps(record, sort_keys=True)})
         except StoreError:
             self._drop_partial()
             raise
         self._manifest = manifest
+        self._bm25 = bm25
+
+    def _server_has_bm25(self) -> bool:
+        """Milvus Lite and servers 2.5+ run the BM25 function; older servers (e.g. 2.3) do not."""
+        if self.lite:
+            return True
+        try:
+            with self._rpc("read the version of"):
+                version = self._client.get_server_version()
+        except StoreError as exc:  # a server that cannot say is treated as one without BM25
+            log.info("%s", exc)
+            version = ""
+        if not supports_bm25(version):
+            log.info("Milvus server %s has no BM25 function: index %s is made without it (no hybrid search)",
+                     version, self._where())
+            return False
+        return True
 
     def _drop_partial(self) -> None:
         """A collection left without its index by a refused create_index is removed, not kept half-made."""
@@ -401,6 +424,29 @@ class MilvusStore(Store):
                                             output_fields=list(DOC_FIELDS), search_params=params)
                 results += [[Hit(to_document({**hit["entity"], ID: hit[ID]}), float(hit["distance"]), rank + 1)
                              for rank, hit in enumerate(hits)] for hits in found]
+        return results
+
+    def keyword_search(self, queries: Sequence[str], k: int, filter: str | None = None) -> list[list[Hit]]:
+        """Top-k by Milvus' BM25 function over the text field, per bare query -> n lists of hits."""
+        self._require_init()
+        if not 1 <= k <= MAX_TOPK:
+            raise StoreInputError(f"k must be between 1 and {MAX_TOPK} (Milvus' limit), got {k}")
+        if not self._bm25:
+            raise StoreError(f"index {self._where()} has no BM25 field (it was made before hybrid search, or on a "
+                             "Milvus server older than 2.5): re-index into a new collection on Milvus 2.5+ or "
+                             "Milvus Lite, or use a FAISS index directory, for hybrid search")
+        expr = milvus_expression(filter, self.lite) if filter and filter.strip() else ""
+        results: list[list[Hit]] = []
+        with self._rpc("search", filter_expr=filter if expr else None, sent_expr=expr):
+            for text in queries:
+                if not text.strip():
+                    results.append([])
+                    continue
+                found = self._client.search(self.collection, data=[text], anns_field=SPARSE, limit=k, filter=expr,
+                                            output_fields=list(DOC_FIELDS), search_params={"metric_type": "BM25"})
+                # Milvus Lite reports BM25 as a negative distance, servers as the (positive) score
+                results.append([Hit(to_document({**hit["entity"], ID: hit[ID]}), abs(float(hit["distance"])), r + 1)
+                                for r, hit in enumerate(found[0])])
         return results
 
     def close(self) -> None:

@@ -17,10 +17,12 @@ from .chunking import DEFAULT_CHUNKING, ChunkConfig, chunk_spans
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
+from .fusion import HybridConfig, fuse
 from .parents import (
     Write,
     delete_documents,
     get_document,
+    group_hits,
     parent_of_id,
     plan_writes,
     search_documents,
@@ -73,6 +75,38 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     adapter = adapter if adapter is not None else encoder.adapter_path
     record["adapter_path"] = str(Path(adapter).resolve()) if adapter else None
     return record
+
+
+def hybrid_config(hybrid: HybridConfig | bool | None) -> HybridConfig | None:
+    """None for dense search; the default ``HybridConfig`` for True."""
+    if hybrid is None or hybrid is False:
+        return None
+    if hybrid is True:
+        return HybridConfig()
+    if not isinstance(hybrid, HybridConfig):
+        raise InputError(f"hybrid must be True, False or a HybridConfig, got {type(hybrid).__name__}")
+    return hybrid
+
+
+def fuse_hits(dense: Sequence[Hit], sparse: Sequence[Hit], config: HybridConfig, k: int) -> list[Hit]:
+    """The top-``k`` of two hit lists for one query fused by ``config``; scores are the fused scores."""
+    docs = {h.document.id: h.document for h in (*sparse, *dense)}
+    fused = fuse([(h.document.id, h.score) for h in dense], [(h.document.id, h.score) for h in sparse], config)
+    return [Hit(docs[i], float(score), rank) for rank, (i, score) in enumerate(fused[:k], start=1)]
+
+
+def hybrid_search(store: Store, vectors: np.ndarray, queries: Sequence[str], k: int, config: HybridConfig,
+                  filter: str | None = None, per_chunk: bool = False) -> list[list[Hit]]:
+    """Dense hits of ``vectors`` (n, dim) fused with BM25 hits of the bare ``queries`` (n), top ``k`` each.
+
+    Both sides rank stored passages (chunks) to ``config.depth(k)`` (at least 100) each; the fused
+    list is then grouped per document (its best chunk) unless ``per_chunk``.
+    """
+    depth = config.depth(k)
+    dense = store.search(vectors, depth, filter=filter)
+    sparse = store.keyword_search(list(queries), depth, filter=filter)
+    fused = [fuse_hits(d, s, config, depth) for d, s in zip(dense, sparse, strict=True)]
+    return [f[:k] if per_chunk else group_hits(f, k) for f in fused]
 
 
 class SearchIndex:
@@ -188,17 +222,32 @@ class SearchIndex:
 
     def search(self, queries: Sequence[str], task: str | Sequence[str] | None = None, k: int = 10,
                filter: str | None = None, use_instruction: bool = True, batch_size: int = 16,
-               per_chunk: bool = False) -> list[list[Hit]]:
+               per_chunk: bool = False, hybrid: HybridConfig | bool | None = None) -> list[list[Hit]]:
         """Top-k documents for each query; ``task``: one for all, one per query, or None (default).
 
         A chunked document counts once, as its best chunk; ``per_chunk=True`` returns raw chunks.
+        ``hybrid``: True or a ``HybridConfig`` fuses the dense ranking (query with its task) with the
+        store's BM25 ranking of the bare query (``retriever.fusion``); hit scores are then fused scores.
         """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
+        config = hybrid_config(hybrid)
         vectors = self.embed_queries(queries, task, use_instruction, batch_size)
+        if config is None:
+            if per_chunk:
+                return self.store.search(vectors, k, filter=filter)
+            return search_documents(self.store, vectors, k, filter=filter)
+        return hybrid_search(self.store, vectors, list(queries), k, config, filter=filter, per_chunk=per_chunk)
+
+    def keyword_search(self, queries: Sequence[str], k: int = 10, filter: str | None = None,
+                       per_chunk: bool = False) -> list[list[Hit]]:
+        """Top-k documents by BM25 alone for each bare query (no model involved); a chunked
+        document counts once, as its best chunk, unless ``per_chunk``."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
         if per_chunk:
-            return self.store.search(vectors, k, filter=filter)
-        return search_documents(self.store, vectors, k, filter=filter)
+            return self.store.keyword_search(list(queries), k, filter=filter)
+        return [group_hits(h, k) for h in self.store.keyword_search(list(queries), 4 * k, filter=filter)]
 
     def close(self) -> None:
         self.store.close()

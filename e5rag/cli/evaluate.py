@@ -28,6 +28,15 @@ def register(subparsers) -> None:
                        default="with", help="embed bare queries (the ablation)")
     group.add_argument("--both", dest="instruction", action="store_const", const="both",
                        help="run with and without the instruction (documents encoded once)")
+    p.add_argument("--bm25", action="store_true",
+                   help="add a BM25-alone row (bare queries, SQLite FTS5 as in the FAISS store); alone, no model "
+                        "is loaded")
+    p.add_argument("--hybrid", action="store_true",
+                   help="add hybrid rows: the dense ranking fused with BM25's (see --fusion, --alpha)")
+    p.add_argument("--fusion", action="append", choices=("rrf", "weighted"), default=None,
+                   help="hybrid fusion; repeat for one row each (default: rrf)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="weighted fusion: the dense side's weight, 0 (BM25) to 1 (dense) (default: 0.5)")
     p.add_argument("--k", type=int, default=100, help="hits per query, for recall@k and MAP@k (default: 100)")
     p.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     p.add_argument("--max-length", type=int, help="token limit (default: 512; a baseline's own limit)")
@@ -49,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(datasets=tuple(args.datasets), split=args.split, models=tuple(args.models or [None]),
                         adapter=args.adapter, task=args.task, instruction=args.instruction, k=args.k,
                         batch_size=args.batch_size, max_length=args.max_length, device=args.device,
-                        use_cache=not args.no_cache, compile=args.compile)
+                        use_cache=not args.no_cache, compile=args.compile, **retrieval_options(args))
     results = run_evaluation(config)
     report = report_dict(results, command=shlex.join(["e5rag", *sys.argv[1:]]))
     if args.json:
@@ -62,3 +71,19 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         save_plot(results, args.plot)
     return 0
+
+
+def retrieval_options(args: argparse.Namespace) -> dict:
+    """``retrieval`` and ``fusions`` of the ``EvalConfig`` from --bm25/--hybrid/--fusion/--alpha."""
+    from e5rag.retriever.errors import InputError
+    from e5rag.retriever.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, HybridConfig
+
+    if not args.hybrid and (args.fusion or args.alpha is not None):
+        raise InputError("--fusion and --alpha apply to hybrid rows: add --hybrid")
+    fusions = list(dict.fromkeys(args.fusion or [DEFAULT_FUSION]))
+    if args.alpha is not None and "weighted" not in fusions:
+        raise InputError("--alpha weighs the weighted fusion: add --fusion weighted (RRF has no weights)")
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    retrieval = (("bm25",) if args.bm25 else ()) + (("dense", "hybrid") if args.hybrid else ())
+    return {"retrieval": retrieval or ("dense",),
+            "fusions": tuple(HybridConfig(fusion=f, alpha=alpha) for f in fusions)}

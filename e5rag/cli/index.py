@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "JSONL with id/text(/title) fields, a .txt, .md, .html or .pdf file (one document, "
                                    "id = the file name), a folder of them (recursively; id = the path inside it), or - "
                                    "for stdin (JSONL, or one document a line). Long documents are chunked.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="JSONL, a .txt/.md/.html/.pdf file, a folder of them, or - for stdin")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="JSONL, a .txt/.md/.html/.pdf file, a folder of them, or - for stdin "
+                        "(may be left out with --rebuild-bm25)")
     add_store_args(p)
     p.add_argument("--index-type", default=None,
                    help="FAISS index_factory string (Flat, HNSW32, IVF256,Flat) or Milvus index type "
@@ -35,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tokens shared by consecutive passages (default: 10%% of --chunk-tokens)")
     g.add_argument("--no-chunk", action="store_true",
                    help="embed each document whole, truncated to --max-length (the old behaviour)")
+    p.add_argument("--rebuild-bm25", action="store_true",
+                   help="(re)build the BM25 index of hybrid search from the stored texts, without re-embedding "
+                        "(FAISS indexes built before hybrid search); SOURCE may then be left out")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -48,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .common import load_encoder_for
 
+    if args.rebuild_bm25:
+        rebuild_bm25(args)
+        if not args.sources:
+            return 0
+    if not args.sources:
+        raise InputError("no SOURCE: name documents to index (a JSONL, .txt file, folder or -), or pass --rebuild-bm25")
     if args.no_chunk and (args.chunk_tokens is not None or args.chunk_overlap is not None):
         raise InputError("--no-chunk cannot be combined with --chunk-tokens/--chunk-overlap")
     chunking = None if args.no_chunk else ChunkConfig(args.chunk_tokens, args.chunk_overlap)
@@ -71,3 +81,22 @@ def run(args: argparse.Namespace) -> int:
               f"{relabelled}{report.skipped} unchanged (skipped){gone}; {report.total} documents in the index",
               file=sys.stderr)
     return 0
+
+
+def rebuild_bm25(args: argparse.Namespace) -> None:
+    """Re-derive an existing index's BM25 table from its stored texts (no model is loaded)."""
+    from e5rag.indexers import StoreError, open_store
+
+    store = open_store(args.index, **store_options(args))
+    try:
+        if store.manifest is None:
+            raise StoreError(f"no index at {args.index} to rebuild BM25 for: build one with `e5rag index SOURCE`")
+        rebuild = getattr(store, "rebuild_keyword_index", None)
+        if rebuild is None:
+            raise StoreError(f"the {store.kind} store keeps no local BM25 index to rebuild")
+        rebuild()
+        store.commit()
+        count = store.count()
+    finally:
+        store.close()
+    print(f"rebuilt the BM25 index of {args.index} from {count} stored documents", file=sys.stderr)

@@ -9,6 +9,33 @@ import sys
 from .common import add_model_args, add_store_args, store_options
 
 
+def add_hybrid_args(p: argparse.ArgumentParser) -> None:
+    from e5rag.retriever.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, FUSIONS
+
+    g = p.add_argument_group("hybrid search (BM25 of the bare query fused with the dense ranking)")
+    g.add_argument("--hybrid", action="store_true", help="fuse BM25 with the dense ranking")
+    g.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help=f"rrf (reciprocal rank fusion, k=60) or weighted (min-max normalised scores) "
+                        f"(default: {DEFAULT_FUSION})")
+    g.add_argument("--alpha", type=float, default=None,
+                   help=f"weighted fusion: the dense side's weight, 0 (BM25) to 1 (dense) (default: {DEFAULT_ALPHA})")
+
+
+def hybrid_from_args(args: argparse.Namespace):
+    """The ``HybridConfig`` the flags ask for, or None without --hybrid."""
+    from e5rag.retriever.errors import InputError
+    from e5rag.retriever.fusion import DEFAULT_ALPHA, DEFAULT_FUSION, HybridConfig
+
+    if not args.hybrid:
+        if args.fusion is not None or args.alpha is not None:
+            raise InputError("--fusion and --alpha apply to hybrid search: add --hybrid")
+        return None
+    fusion = args.fusion or DEFAULT_FUSION
+    if args.alpha is not None and fusion != "weighted":
+        raise InputError("--alpha weighs the weighted fusion: add --fusion weighted (RRF has no weights)")
+    return HybridConfig(fusion=fusion, alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an index; the task instruction is chosen per query",
                        description="With no QUERY, queries are read from stdin: plain lines, or JSONL "
@@ -27,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-chunk", action="store_true",
                    help="return raw chunks (a long document can appear several times); by default each "
                         "document appears once, as its best chunk")
+    add_hybrid_args(p)
     add_model_args(p, default_note="the model recorded in the index")
     p.set_defaults(func=run)
 
@@ -53,19 +81,21 @@ def run(args: argparse.Namespace) -> int:
     if not queries:
         raise InputError("no queries: pass QUERY arguments or pipe them on stdin")
     tasks = [resolve_task(q.task if q.task is not None else args.task) for q in queries]
+    hybrid = hybrid_from_args(args)
     store = open_store(args.index, readonly=True, **store_options(args))
     try:
         encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
         results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
                                use_instruction=not args.no_instruction, batch_size=args.batch_size,
-                               per_chunk=args.per_chunk)
+                               per_chunk=args.per_chunk, hybrid=hybrid)
     finally:
         store.close()
     for query, task, hits in zip(queries, tasks, results, strict=True):
         shown_task = None if args.no_instruction else task
         if args.json:
-            print(json.dumps({"query": query.text, "id": query.id, "task": shown_task, "results": [
+            extra = {"fusion": hybrid.describe()} if hybrid is not None else {}
+            print(json.dumps({"query": query.text, "id": query.id, "task": shown_task, **extra, "results": [
                 {"id": h.document.id, "score": round(h.score, 6), "rank": h.rank, "title": h.document.title,
                  "text": h.document.text, "metadata": h.document.metadata, **position(h.document)}
                 for h in hits]}, ensure_ascii=False))

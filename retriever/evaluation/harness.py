@@ -13,18 +13,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from e5rag.indexers import bm25
 
 from ..errors import InputError
+from ..fusion import HybridConfig
 from ..tasks import get_task, resolve_task
 from .baselines import EvalEncoder, is_baseline, load_eval_encoder, uses_instruction
 from .beir import BeirDataset, load_beir
 from .cache import EmbeddingCache
-from .exact import build_run, exact_topk
+from .exact import Run, build_run, exact_topk
+from .hybrid import BM25_NAME, bm25_run, fuse_runs
 from .metrics import NDCG_AT, evaluate_run
 
 log = logging.getLogger(__name__)
 
 InstructionMode = Literal["with", "without", "both"]
+Retrieval = Literal["dense", "bm25", "hybrid"]
+RETRIEVALS = ("dense", "bm25", "hybrid")
 DocSource = Literal["encoded", "resumed", "cache", "reused"]
 DOC_CHUNK = 512  # documents per resumable unit of work
 _MODES = ("with", "without", "both")
@@ -47,8 +52,15 @@ class EvalConfig:
     device: str | None = None
     use_cache: bool = True
     compile: bool = False  # torch.compile the E5 encoder (faster on CPU after a one-time compile)
+    retrieval: tuple[Retrieval, ...] = ("dense",)  # rows: dense, BM25 alone (no model), hybrid (fusions)
+    fusions: tuple[HybridConfig, ...] = (HybridConfig(),)  # one hybrid row per fusion
 
     def __post_init__(self) -> None:
+        bad = [r for r in self.retrieval if r not in RETRIEVALS]
+        if bad or not self.retrieval:
+            raise InputError(f"retrieval must be some of {', '.join(RETRIEVALS)}, got {self.retrieval!r}")
+        if "hybrid" in self.retrieval and not self.fusions:
+            raise InputError("fusions: hybrid evaluation needs at least one HybridConfig")
         if not self.datasets:
             raise InputError("datasets: give at least one BEIR dataset folder")
         if not self.models:
@@ -83,6 +95,7 @@ class RunResult:
     search_seconds: float
     k: int
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    retrieval: str = "dense"  # "dense", "bm25" or "hybrid <fusion>" (e.g. "hybrid rrf k=60")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +152,14 @@ def document_vectors(encoder: EvalEncoder, dataset: BeirDataset, cache: Embeddin
 def score_queries(encoder: EvalEncoder, dataset: BeirDataset, doc_vectors: np.ndarray, *, task: str | None,
                   use_instruction: bool, k: int = 100, batch_size: int = 16) -> tuple[dict[str, float], float, float]:
     """Encode the judged queries, search exactly, score with trec_eval. -> metrics, query s, search s"""
+    run, query_seconds, search_seconds = dense_run(encoder, dataset, doc_vectors, task=task,
+                                                   use_instruction=use_instruction, k=k, batch_size=batch_size)
+    return evaluate_run(dataset.qrels, run, k), query_seconds, search_seconds
+
+
+def dense_run(encoder: EvalEncoder, dataset: BeirDataset, doc_vectors: np.ndarray, *, task: str | None,
+              use_instruction: bool, k: int = 100, batch_size: int = 16) -> tuple[Run, float, float]:
+    """Encode the judged queries and search exactly. -> run (top-k per query), query s, search s"""
     qids = list(dataset.queries)
     start = time.perf_counter()
     q = encoder.encode_query([dataset.queries[i] for i in qids], task=task, batch_size=batch_size,
@@ -147,17 +168,19 @@ def score_queries(encoder: EvalEncoder, dataset: BeirDataset, doc_vectors: np.nd
     start = time.perf_counter()
     scores, idx = exact_topk(q, doc_vectors, k + 1)  # one spare for the dropped hit equal to the query id
     run = build_run(qids, dataset.doc_ids, scores, idx, k)
-    search_seconds = time.perf_counter() - start
-    return evaluate_run(dataset.qrels, run, k), query_seconds, search_seconds
+    return run, query_seconds, time.perf_counter() - start
 
 
 def evaluate_dataset(encoder: EvalEncoder, dataset: BeirDataset, *, model_name: str, task: str | None = None,
                      modes: tuple[bool, ...] = (True,), k: int = 100, batch_size: int = 16,
-                     cache: EmbeddingCache | None = None, compile: bool = False) -> list[RunResult]:
+                     cache: EmbeddingCache | None = None, compile: bool = False,
+                     fusions: tuple[HybridConfig, ...] = (), sparse: Run | None = None,
+                     dense: bool = True) -> list[RunResult]:
     """One result per instruction setting in ``modes`` (True = with); documents encoded at most once.
 
     ``task`` overrides the task the registry gives for the dataset's folder name; ``compile`` see
-    ``document_vectors``.
+    ``document_vectors``. With ``fusions`` and the BM25 run ``sparse`` (``bm25_run``), each setting
+    also gets one hybrid row per fusion; ``dense=False`` leaves out the dense rows themselves.
     """
     instructed = uses_instruction(encoder)
     modes = modes if instructed else (False,)
@@ -166,33 +189,65 @@ def evaluate_dataset(encoder: EvalEncoder, dataset: BeirDataset, *, model_name: 
                                                        compile=compile)
     results = []
     for i, use in enumerate(modes):
-        metrics, q_s, s_s = score_queries(encoder, dataset, vectors, task=definition, use_instruction=use,
-                                          k=k, batch_size=batch_size)
-        results.append(RunResult(
-            dataset=dataset.name, split=dataset.split, model=model_name, instruction=use,
-            task=definition if use else None, metrics=metrics, n_queries=len(dataset.queries),
-            n_documents=len(dataset.corpus), doc_source=source if i == 0 else "reused",
-            doc_seconds=doc_seconds if i == 0 else 0.0, query_seconds=q_s, search_seconds=s_s, k=k,
-            fingerprint=encoder.fingerprint.to_dict()))
+        run, q_s, s_s = dense_run(encoder, dataset, vectors, task=definition, use_instruction=use, k=k,
+                                  batch_size=batch_size)
+        row = dict(dataset=dataset.name, split=dataset.split, instruction=use, task=definition if use else None,
+                   n_queries=len(dataset.queries), n_documents=len(dataset.corpus), k=k,
+                   fingerprint=encoder.fingerprint.to_dict())
+        first = {"doc_source": source, "doc_seconds": doc_seconds} if i == 0 else {"doc_source": "reused",
+                                                                                  "doc_seconds": 0.0}
+        if dense:
+            results.append(RunResult(model=model_name, metrics=evaluate_run(dataset.qrels, run, k), **first,
+                                     query_seconds=q_s, search_seconds=s_s, **row))
+            first = {"doc_source": "reused", "doc_seconds": 0.0}
+        for config in fusions:
+            start = time.perf_counter()
+            fused = fuse_runs(run, sparse or {}, config, k)
+            results.append(RunResult(model=f"{model_name} + BM25 ({config.describe()})",
+                                     metrics=evaluate_run(dataset.qrels, fused, k), **first, query_seconds=q_s,
+                                     search_seconds=s_s + time.perf_counter() - start,
+                                     retrieval=f"hybrid {config.describe()}", **row))
+            first = {"doc_source": "reused", "doc_seconds": 0.0}
     return results
+
+
+def bm25_result(dataset: BeirDataset, run: Run, seconds: float, k: int = 100) -> RunResult:
+    """The BM25-alone row of a dataset (``run`` from ``bm25_run``; ``seconds``: indexing and search,
+    reported as the documents' time)."""
+    return RunResult(dataset=dataset.name, split=dataset.split, model=BM25_NAME, instruction=False, task=None,
+                     metrics=evaluate_run(dataset.qrels, run, k), n_queries=len(dataset.queries),
+                     n_documents=len(dataset.corpus), doc_source="encoded", doc_seconds=seconds, query_seconds=0.0,
+                     search_seconds=0.0, k=k, fingerprint={"tokenizer": bm25.TOKENIZER}, retrieval="bm25")
 
 
 def run_evaluation(config: EvalConfig, on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     """Every model on every dataset. All datasets are read and checked before a model is loaded."""
     datasets = [load_beir(path, config.split) for path in config.datasets]
+    results: list[RunResult] = []
+    sparse: dict[str, Run] = {}
+    if "bm25" in config.retrieval or "hybrid" in config.retrieval:
+        for dataset in datasets:
+            sparse[dataset.name], seconds = bm25_run(dataset, config.k)
+            if "bm25" in config.retrieval:
+                results.append(bm25_result(dataset, sparse[dataset.name], seconds, config.k))
+                if on_result is not None:
+                    on_result(results[-1])
+    if "dense" not in config.retrieval and "hybrid" not in config.retrieval:
+        return results
+    fusions = config.fusions if "hybrid" in config.retrieval else ()
     modes = {"with": (True,), "without": (False,), "both": (True, False)}[config.instruction]
     if True in modes and config.task is None and not all(is_baseline(m) for m in config.models):
         for d in datasets:
             dataset_task(d, None)  # fail now, not after encoding the first corpus
     cache = EmbeddingCache() if config.use_cache else None
-    results: list[RunResult] = []
     for model in config.models:
         encoder, name = load_eval_encoder(model, adapter=config.adapter, max_length=config.max_length,
                                           device=config.device)
         for dataset in datasets:
             for result in evaluate_dataset(encoder, dataset, model_name=name, task=config.task, modes=modes,
                                            k=config.k, batch_size=config.batch_size, cache=cache,
-                                           compile=config.compile):
+                                           compile=config.compile, fusions=fusions,
+                                           sparse=sparse.get(dataset.name), dense="dense" in config.retrieval):
                 results.append(result)
                 if on_result is not None:
                     on_result(result)

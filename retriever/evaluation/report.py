@@ -30,6 +30,8 @@ def environment() -> dict[str, Any]:
 
 
 def prompt_label(result: RunResult) -> str:
+    if result.retrieval == "bm25":
+        return "bare query"
     if result.instruction:
         return "instruction"
     return "none" if result.fingerprint.get("pooling") == "sentence-transformers" else "no instruction"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
@@ -21,6 +21,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from pydantic import ConfigDict, PrivateAttr, field_validator
 
 from ..errors import InputError
+from ..fusion import DEFAULT_ALPHA, DEFAULT_FUSION, HybridConfig
 from ..parents import search_documents
 from ..search import SearchIndex
 from ..tasks import resolve_task
@@ -51,7 +52,13 @@ class E5Retriever(BaseRetriever):
     filter: str | dict[str, Any] | None = None
     """Filter: an expression (``metadata["lang"] == "en"``) or a LangChain dict (``{"year": {"$gte": 2020}}``)."""
     score_threshold: float | None = None
-    """Drop documents whose cosine score is below this."""
+    """Drop documents whose cosine score is below this (similarity search only)."""
+    search_type: Literal["similarity", "hybrid"] = "similarity"
+    """"hybrid": the dense ranking fused with the index's BM25 ranking of the bare query."""
+    fusion: Literal["rrf", "weighted"] = DEFAULT_FUSION
+    """Hybrid fusion: reciprocal rank fusion (k=60) or weighted min-max normalised scores."""
+    alpha: float = DEFAULT_ALPHA
+    """Weighted fusion: the dense side's weight, 0 (BM25) to 1 (dense)."""
 
     _ready: bool = PrivateAttr(default=False)  # the index has a manifest (reading one can cost a round trip)
 
@@ -61,6 +68,12 @@ class E5Retriever(BaseRetriever):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         return k
+
+    @field_validator("alpha")
+    @classmethod
+    def _check_alpha(cls, alpha: float) -> float:
+        HybridConfig(alpha=alpha)  # 0 <= alpha <= 1, else a clear error at construction
+        return alpha
 
     @field_validator("task")
     @classmethod
@@ -107,10 +120,16 @@ class E5Retriever(BaseRetriever):
         self._ready = self._ready or self.index.store.manifest is not None
         if not self._ready:  # a new index with nothing added yet
             return []
+        threshold = opts["score_threshold"]
+        if self.search_type == "hybrid":
+            if threshold is not None:
+                raise InputError("score_threshold compares cosine scores; hybrid hits carry fused scores: leave it out")
+            return [hit_to_langchain(h) for h in self.index.search(
+                [query], task=resolve_task(opts["task"]), k=int(opts["k"]), filter=filter_expression(opts["filter"]),
+                hybrid=HybridConfig(fusion=self.fusion, alpha=self.alpha))[0]]
         vector = self.index.embed_queries([query], task=resolve_task(opts["task"]))  # (1, dim)
         # k counts documents: a chunked one comes back once, as its best chunk (see ``parents``)
         hits = search_documents(self.index.store, vector, int(opts["k"]), filter=filter_expression(opts["filter"]))[0]
-        threshold = opts["score_threshold"]
         return [hit_to_langchain(h) for h in hits if threshold is None or h.score >= threshold]
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,

@@ -20,13 +20,14 @@ import numpy as np
 from e5rag.indexers import Document, Store, open_store
 from langchain_core.documents import Document as LCDocument
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from ..errors import InputError
+from ..fusion import DEFAULT_ALPHA, DEFAULT_FUSION, HybridConfig
 from ..instructions import format_document
 from ..parents import delete_documents, search_documents
-from ..search import check_model, model_record
+from ..search import check_model, hybrid_search, model_record
 from .convert import fill_ids, filter_expression, to_langchain, to_store_document, unit_rows
 from .embeddings import E5Embeddings
 
@@ -212,6 +213,35 @@ class E5VectorStore(VectorStore):
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, filter: str | dict | None = None,
                                     **kwargs: Any) -> list[LCDocument]:
         return [d for d, _ in self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)]
+
+    def hybrid_search_with_score(self, query: str, k: int = 4, filter: str | dict | None = None, *,
+                                 task: str | None = None, fusion: str = DEFAULT_FUSION, alpha: float = DEFAULT_ALPHA,
+                                 **kwargs: Any) -> list[tuple[LCDocument, float]]:
+        """Top-k of the dense ranking (query embedded with ``task``) fused with the store's BM25 ranking of
+        the bare query: ``fusion="rrf"`` or ``"weighted"`` (``alpha``: dense weight). -> [(document, fused score)]"""
+        _no_extra(kwargs, "hybrid search")
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        config = HybridConfig(fusion=fusion, alpha=alpha)
+        vector = self._query_vector(query, task)[None, :]  # (1, dim)
+        expr = filter_expression(filter)
+        with self._lock:
+            if not self._initialised():
+                return []
+            hits = hybrid_search(self.store, vector, [query], k, config, filter=expr)[0]  # k documents
+        return [(to_langchain(h.document), h.score) for h in hits]
+
+    def hybrid_search(self, query: str, k: int = 4, filter: str | dict | None = None, **kwargs: Any) -> list[LCDocument]:
+        """``hybrid_search_with_score`` without the scores."""
+        return [d for d, _ in self.hybrid_search_with_score(query, k, filter, **kwargs)]
+
+    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
+        """LangChain's retriever over this store; ``search_type`` may also be ``"hybrid"``
+        (``search_kwargs``: ``k``, ``filter``, ``task``, ``fusion``, ``alpha``)."""
+        from .hybrid import E5VectorStoreRetriever
+
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return E5VectorStoreRetriever(vectorstore=self, tags=tags, **kwargs)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return _cosine_to_relevance
