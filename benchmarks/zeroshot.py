@@ -1,14 +1,13 @@
 """Zero-shot retrieval sets in BEIR format, built from a pair source that a training run leaves out.
 
-Issue 19 asks the next default to be scored on collections it never saw. The pair sources in
-``../shared/train-data`` (JSONL rows ``{"task", "query", "positive", ...}``) become BEIR folders:
+Issue 19 asks the next default to be scored on collections it never saw. Pair sources (JSONL rows ``{"task", "query", "positive", ...}``) become BEIR folders:
 the corpus is the source's distinct positives (all of them, or a sample that always keeps the
 sampled queries' own positives), the queries are sampled rows, and a query's relevant documents are
 every corpus entry equal to one of its positives. The folder also gets ``task.txt``, the source's
 task sentence, for ``e5rag eval --task``. A source used here must then be left out of training
 (``e5rag train --data`` without it), or the score is not zero-shot.
 
-    .venv/bin/python benchmarks/zeroshot.py ../shared/train-data/medquad.jsonl --out data/zs-medquad \
+    .venv/bin/python benchmarks/zeroshot.py train-data/medquad.jsonl --out data/zs-medquad \
         --queries 500 --corpus 5000
     .venv/bin/e5rag eval data/zs-medquad --task "$(cat data/zs-medquad/task.txt)" --model all-MiniLM-L6-v2
 """
