@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,14 @@ class Store(ABC):
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""
+
+    def iter_documents(self, batch_size: int = 1000) -> Iterator[list[Document]]:
+        """Every stored document, in lists of up to ``batch_size`` (each backend's own order)."""
+        raise StoreError(f"a {self.kind or type(self).__name__} store cannot list its documents")
+
+    def set_model(self, model: dict[str, Any]) -> None:
+        """Replace the manifest's opaque model record (e.g. a migrated identity); durable on ``commit``."""
+        raise StoreError(f"a {self.kind or type(self).__name__} store cannot change its model record")
 
     def commit(self) -> None:  # noqa: B027  (a default no-op: stores that write at once need nothing)
         """Make every write so far durable (atomic where the backend allows)."""

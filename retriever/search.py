@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from e5rag.indexers import Document, Hit, Store, open_store
+from e5rag.indexers import Document, Hit, Store, StoreError, open_store
 
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
+from .identity_migration import comparable_record, migrate, upgraded_record
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
                                  f"{encoder.dim}-dimensional ones: use the index's model or a new index")
     if not manifest.model.get("base"):
         return
-    theirs = ModelFingerprint.from_dict(manifest.model)
+    theirs = ModelFingerprint.from_dict(comparable_record(manifest.model, encoder))
     ours = encoder.fingerprint
     if not ours.same_model(theirs) or (writing and ours.max_length != theirs.max_length):
         raise IndexMismatchError(
@@ -61,12 +62,22 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     return record
 
 
+def _migrate_elsewhere(location: str | Path, encoder: Encoder, store_options: dict[str, Any]) -> None:
+    """Upgrade a legacy model record through a short writable open, when no other writer holds it."""
+    try:
+        with open_store(location, **store_options) as writer:
+            migrate(writer, encoder)
+    except StoreError as exc:  # e.g. in use by a writer: the record is upgraded on a later open
+        log.info("could not upgrade the model record of %s now: %s", location, exc)
+
+
 class SearchIndex:
     """Encoder + store. ``add`` embeds documents; ``search`` embeds queries with their task."""
 
     def __init__(self, encoder: Encoder, store: Store, *, writing: bool = False, model_source: str | None = None,
                  adapter: str | None = None) -> None:
         check_model(store, encoder, writing)
+        migrate(store, encoder)
         self.encoder = encoder
         self.store = store
         self._record = model_record(encoder, model_source, adapter)
@@ -83,7 +94,10 @@ class SearchIndex:
                 adapter = adapter if adapter is not None else recorded.get("adapter_path")
                 encoder = Encoder.from_pretrained(model, adapter=adapter,
                                                   max_length=int(recorded.get("max_length", 512)))
-            return cls(encoder, store, writing=not readonly, model_source=model, adapter=adapter)
+            index = cls(encoder, store, writing=not readonly, model_source=model, adapter=adapter)
+            if readonly and store.manifest is not None and upgraded_record(store.manifest.model, encoder):
+                _migrate_elsewhere(location, encoder, store_options)
+            return index
         except BaseException:
             store.close()
             raise
