@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import sys
 
-COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train")
+COMMAND_MODULES = ("index", "search", "admin", "synth", "evaluate", "train", "reindex")
 
 
 def build_parser() -> argparse.ArgumentParser:
