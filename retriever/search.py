@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     record["source"] = source
     adapter = adapter if adapter is not None else encoder.adapter_path
     record["adapter_path"] = str(Path(adapter).resolve()) if adapter else None
+    record["dtype"] = str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
+    record["built"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
 
