@@ -5,6 +5,7 @@ index as it was and resumes; a reader process never sees an error."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -315,3 +316,42 @@ def test_cli_reindex_report_and_bad_input(tmp_path, encoders, models, capsys):
     assert main(["reindex", "--index", str(tmp_path / "missing"), "--model", str(models[1])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("e5rag: error: no index at") and not (tmp_path / "missing").exists()
+
+
+SERVER_URI = os.environ.get("E5RAG_MILVUS_URI")
+
+
+@pytest.mark.milvus
+@pytest.mark.skipif(not SERVER_URI, reason="set E5RAG_MILVUS_URI=http://host:19530 to run against a Milvus server")
+def test_reindex_on_a_milvus_server_switches_the_alias_twice(encoders, models):
+    import uuid
+
+    base, new = encoders
+    docs = make_docs(30)
+    name = f"e5rag_reindex_{uuid.uuid4().hex[:10]}"
+    opts = {"collection": name}
+    try:
+        with SearchIndex(base, open_store(SERVER_URI, **opts), writing=True) as index:
+            index.add(docs)
+        first = reindex(SERVER_URI, new, store_options=opts, model_source=str(models[1]), commit_every=8)
+        # and back again: the second switch moves the alias from generation 1 to 2
+        second = reindex(SERVER_URI, base, store_options=opts, model_source=str(models[0]), commit_every=8)
+        assert (first.embedded, first.switched, second.embedded, second.switched) == (30, True, 30, True)
+        expected = base.encode_document([d.text for d in docs], [d.title for d in docs])
+        with open_store(SERVER_URI, readonly=True, **opts) as store:
+            assert store.count() == 30 and store.manifest.model["base"] == base.fingerprint.base
+            assert store.get([d.id for d in docs]) == docs
+            hits = store.search(expected, k=1)
+            names = [n for n in store._client.list_collections() if n.startswith(name)]
+        assert [row[0].document.id for row in hits] == [d.id for d in docs]
+        assert names == [f"{name}__g2"]
+    finally:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(SERVER_URI)
+        for alias in client.list_aliases(f"{name}__g2").get("aliases", []) if client.has_collection(f"{name}__g2") else []:
+            client.drop_alias(alias)
+        for n in client.list_collections():
+            if n == name or n.startswith(f"{name}__g"):
+                client.drop_collection(n)
+        client.close()
