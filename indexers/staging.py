@@ -155,6 +155,30 @@ class MilvusStaging(Staging):
                 self.source._client.drop_collection(self.staged_name)
 
 
+def finish_interrupted_switch(location: str, options: dict[str, Any]) -> bool:
+    """Complete a first switch killed between renaming ``{name}`` to ``{name}__g0`` and creating the
+    alias (the staged generation was complete by then). -> whether there was one to finish."""
+    from .milvus_store import DEFAULT_COLLECTION, MilvusStore
+
+    opts = {k: v for k, v in options.items() if k != "store"}
+    with MilvusStore(location, **opts) as probe:  # a missing collection creates nothing
+        if probe.manifest is not None:
+            return False
+        name, client = probe.collection, probe._client
+        with probe._rpc("list collections of"):
+            names = client.list_collections()
+        generations = sorted((k, n) for n in names if (k := _generation(name or DEFAULT_COLLECTION, n)) is not None)
+        if not generations or generations[0][0] != 0 or len(generations) < 2:
+            return False
+        newest = generations[-1][1]
+        log.warning("finishing an interrupted switch of %s: %r becomes %r", location, newest, name)
+        with probe._rpc("switch the alias of"):
+            client.create_alias(newest, name)
+        with probe._rpc("drop the old collection of"):
+            client.drop_collection(generations[0][1])
+        return True
+
+
 def milvus_staging_exists(source) -> bool:
     live = milvus_live_collection(source)
     n = _generation(source.collection, live) or 0

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e5rag.indexers import Document, Store, StoreError, open_store
-from e5rag.indexers.staging import Staging, open_staging, staging_exists
+from e5rag.indexers import Document, Store, StoreError, detect_store, open_store
+from e5rag.indexers.staging import Staging, finish_interrupted_switch, open_staging, staging_exists
 
 from .encoder import Encoder
 from .errors import InputError
@@ -121,6 +121,19 @@ def _open_existing(location: str | Path, readonly: bool, options: dict[str, Any]
     return store
 
 
+def _finish_switch(location: str | Path, options: dict[str, Any]) -> None:
+    if detect_store(location, options.get("store")) == "milvus":
+        finish_interrupted_switch(str(location), options)
+
+
+def recorded_model(location: str | Path, store_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model record of the index at ``location`` (finishing a Milvus switch a kill interrupted)."""
+    options = dict(store_options or {})
+    _finish_switch(location, options)
+    with _open_existing(location, True, options) as store:
+        return dict(store.manifest.model or {})
+
+
 def _current(store: Store, encoder: Encoder) -> dict[str, Any]:
     return comparable_record(store.manifest.model or {}, encoder)
 
@@ -175,6 +188,7 @@ def reindex(location: str | Path, encoder: Encoder, *, store_options: dict[str, 
         raise InputError("commit_every and batch_size must be at least 1")
     options = dict(store_options or {})
     started = time.perf_counter()
+    _finish_switch(location, options)
     source = _open_existing(location, False, options)
     staging: Staging | None = None
     try:

@@ -32,10 +32,9 @@ def _max_length(args: argparse.Namespace) -> dict:
     """Keep the index's max length unless --max-length says otherwise."""
     if args.max_length is not None:
         return {}
-    from e5rag.indexers import open_store
+    from e5rag.retriever.reindex import recorded_model
 
-    with open_store(args.index, readonly=True, **store_options(args)) as store:
-        recorded = (store.manifest.model if store.manifest is not None else {}) or {}
+    recorded = recorded_model(args.index, store_options(args))
     return {"max_length": int(recorded["max_length"])} if recorded.get("max_length") else {}
 
 

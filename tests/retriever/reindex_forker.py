@@ -42,6 +42,10 @@ def _arm(point: str, n: int) -> None:
 
     FaissStore.commit = counting(FaissStore.commit, lambda s: s.root.name == staging.FAISS_STAGING_DIR)
     MilvusStore.commit = counting(MilvusStore.commit, lambda s: staging.GENERATION_SUFFIX in s.collection)
+    if point == "mid-switch":  # Milvus' first switch: after the rename, before the alias exists
+        import pymilvus
+
+        pymilvus.MilvusClient.create_alias = lambda *a, **k: _die()
     for cls in (staging.FaissStaging, staging.MilvusStaging):
         def switch(self, _original=cls.switch):
             if point == "before-switch":
