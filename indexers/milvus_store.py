@@ -10,14 +10,15 @@ Deployment notes:
 * Milvus Lite (``*.db``): one process at a time may open an index, readers included; a second one
   gets a "... is in use by another process" ``StoreError`` (``indexers.milvus_local``). Default index
   FLAT (exact, like the FAISS default); Lite builds only FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ and
-  AUTOINDEX (= HNSW) and other types are refused. Lite rejects ``in`` on JSON paths, so
-  ``metadata["k"] in [..]`` is rewritten into ``==`` clauses (``indexers.milvus_filter``).
+  AUTOINDEX (= HNSW) and other types are refused.
 * Milvus server (``http(s)://host:19530``, with ``token``, ``db_name``): default AUTOINDEX; the
   server validates the index type. Collections are created with Strong consistency, so reads see
   every write that returned.
 * Writes are visible at once; ``commit()`` flushes, after which they survive the writing process
   being killed. Texts over 65,535 bytes are stored truncated with a warning (``indexers.milvus_rows``).
-* ``search(filter=EXPR)`` passes a Milvus boolean expression, e.g. ``metadata["year"] >= 2020``.
+* ``search(filter=EXPR)``: e5rag's filter grammar (``indexers.filters``) is translated so that Lite and
+  a server give the FAISS store's results (``indexers.milvus_filter``); any other Milvus boolean
+  expression (``id like "d%"``) is passed on as written.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
+
+from e5rag.redact import redact as redact_text
+from e5rag.redact import redact_url
 
 from . import milvus_local
 from .base import (
@@ -48,13 +52,14 @@ from .base import (
     check_documents,
     check_vectors,
 )
-from .milvus_filter import expand_json_in
+from .milvus_filter import milvus_expression
 from .milvus_rows import batches, id_chunks, ids_expr, to_document, to_rows
 from .milvus_schema import (
     DOC_FIELDS,
     HASH,
     ID,
     MAX_TOPK,
+    VECTOR,
     IndexConfig,
     build_index_params,
     build_schema,
@@ -100,11 +105,8 @@ def is_server_uri(location: str) -> bool:
 
 
 def redact(uri: str) -> str:
-    """The URI without a ``user:password@`` part, for messages."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    """The URI without a ``user:password@`` part (or credential parameters), for messages."""
+    return redact_url(uri)
 
 
 def _one_line(message: str, expr: str | None) -> str:
@@ -126,6 +128,7 @@ class MilvusStore(Store):
         self.uri = str(uri)
         self.lite = not is_server_uri(self.uri)
         self.location = self.uri if self.lite else redact(self.uri)
+        self._secrets = (token, urlsplit(self.uri).password) if not self.lite else (token,)
         collection = DEFAULT_COLLECTION if collection is None else collection
         if not isinstance(collection, str) or not _NAME.match(collection):
             raise StoreInputError(f"collection {collection!r} is not a valid Milvus collection name: use letters, "
@@ -146,7 +149,8 @@ class MilvusStore(Store):
             self._acquired = self.lite
             with self._rpc("connect to"):
                 self._client = pymilvus.MilvusClient(uri=target, token=token or "", db_name=db_name or "",
-                                                     timeout=timeout)
+                                                     timeout=timeout,
+                                                     **(milvus_local.CLIENT_OPTIONS if self.lite else {}))
             if db_name:
                 self._ensure_database(db_name)
             self._manifest = self._open_collection()
@@ -170,10 +174,10 @@ class MilvusStore(Store):
         try:
             yield
         except grpc.RpcError as exc:  # e.g. an RPC an older server does not implement
-            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            detail = redact_text(exc.details() if hasattr(exc, "details") else str(exc), self._secrets)
             raise StoreError(f"could not {action} Milvus index {self._where()}: {detail}") from None
         except MilvusException as exc:
-            message = _one_line(exc.message or str(exc), sent_expr)
+            message = redact_text(_one_line(exc.message or str(exc), sent_expr), self._secrets)
             unreachable = (MilvusUnavailableException, ConnectionNotExistException, ConnectionConfigException)
             if filter_expr is not None and not isinstance(exc, unreachable):
                 raise UnsupportedFilterError(f"Milvus could not evaluate the filter {filter_expr!r}: {message}") from None
@@ -314,6 +318,15 @@ class MilvusStore(Store):
                 self._client.upsert(self.collection, list(batch))
         self._dirty = True
 
+    def update_metadata(self, docs: Sequence[Document]) -> None:
+        """Milvus has no partial update: the rows are upserted again with their stored vectors."""
+        docs = list(docs)
+        check_documents(docs)
+        found = self._query_ids([d.id for d in docs], [VECTOR])
+        self._check_existing(docs, found)
+        if docs:
+            self.upsert(docs, np.asarray([found[d.id][VECTOR] for d in docs], dtype=np.float32))
+
     def delete(self, ids: Sequence[str]) -> int:
         self._writable()
         existing = list(self.content_hashes(list(dict.fromkeys(ids))))  # Milvus' delete count is not real
@@ -391,7 +404,7 @@ class MilvusStore(Store):
         q = check_vectors(queries, manifest.dim)
         if not 1 <= k <= MAX_TOPK:
             raise StoreInputError(f"k must be between 1 and {MAX_TOPK} (Milvus' limit), got {k}")
-        expr = (expand_json_in(filter) if self.lite else filter) if filter and filter.strip() else ""
+        expr = milvus_expression(filter, self.lite) if filter and filter.strip() else ""
         per_request = max(1, min(_MAX_RESULT_ROWS // k, _MAX_QUERY_BYTES // q[0].nbytes if len(q) else 1, MAX_TOPK))
         params = self._config.search_params(k)
         results: list[list[Hit]] = []

@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IndexReport:
-    """What an ``add`` did: new, replaced (text changed) and skipped (unchanged) documents."""
+    """What an ``add`` did: new, replaced (text or title changed, re-embedded), metadata-only
+    updates (vector kept, not re-embedded) and skipped (unchanged) documents."""
 
     added: int
     updated: int
     skipped: int
     total: int
+    metadata_updated: int = 0
 
 
 def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
@@ -117,6 +119,10 @@ class SearchIndex:
         known = self.store.content_hashes([d.id for d in docs])
         todo = [d for d in docs if not (skip_unchanged and known.get(d.id) == d.content_hash)]
         skipped = len(docs) - len(todo)
+        relabel = self._metadata_only(todo, known) if skip_unchanged else set()
+        if relabel:
+            self.store.update_metadata([d for d in todo if d.id in relabel])
+            todo = [d for d in todo if d.id not in relabel]
         updated = sum(1 for d in todo if d.id in known)
         for start in range(0, len(todo), commit_every):
             chunk = todo[start:start + commit_every]
@@ -125,7 +131,14 @@ class SearchIndex:
             self.store.upsert(chunk, vectors)
             self.store.commit()
         self.store.commit()
-        return IndexReport(added=len(todo) - updated, updated=updated, skipped=skipped, total=self.store.count())
+        return IndexReport(added=len(todo) - updated, updated=updated, skipped=skipped, total=self.store.count(),
+                           metadata_updated=len(relabel))
+
+    def _metadata_only(self, changed: Sequence[Document], known: dict[str, str]) -> set[str]:
+        """Ids among ``changed`` already stored with the same text and title (only metadata differs)."""
+        stored = [d for d in changed if d.id in known]
+        return {d.id for d, old in zip(stored, self.store.get([d.id for d in stored]), strict=True)
+                if old is not None and old.text == d.text and (old.title or "") == (d.title or "")}
 
     def delete(self, ids: Sequence[str]) -> int:
         n = self.store.delete(list(ids))

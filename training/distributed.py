@@ -154,11 +154,3 @@ def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
-
-
-def broadcast_object(obj):
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

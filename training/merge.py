@@ -8,7 +8,6 @@ costs nothing extra per token.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,12 @@ from e5rag.retriever.loading import (
     load_backbone,
     load_tokenizer,
     quiet_peft_wrap,
+    resolve_adapter,
     resolve_source,
     weights_dir,
 )
+
+from e5rag import fsutil
 
 from .model import base_model_arg
 
@@ -52,9 +54,7 @@ class MergeReport:
 def merged_backbone(model: str | None, adapter: str | Path) -> tuple[torch.nn.Module, object]:
     """(backbone with the adapter folded in, fp32 on CPU; its tokenizer)."""
     peft = require("peft", "train", "merging a LoRA adapter")
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise InputError(f"adapter: {adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    adapter = resolve_adapter(adapter)
     directory = weights_dir(resolve_source(base_model_arg(model)))
     backbone = load_backbone(directory, dtype=torch.float32, device=torch.device("cpu"))
     with quiet_peft_wrap():
@@ -94,9 +94,7 @@ def merge_adapter(model: str | None, adapter: str | Path, out: str | Path, toler
         if not gap <= tolerance:
             raise MergeMismatchError(f"merged and unmerged embeddings differ by up to {gap:.3g} (> tolerance "
                                      f"{tolerance:g}); nothing was written to {out}")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        fsutil.replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return MergeReport(out, gap, tolerance, texts)

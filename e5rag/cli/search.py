@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-instruction", action="store_true", help="embed bare queries (the ablation)")
     p.add_argument("-k", "--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--filter", default=None,
-                   help='metadata filter, e.g. \'metadata["year"] >= 2020\' (Milvus: any boolean expression; '
-                        'FAISS: equality and "in" on metadata keys)')
+                   help='filter, e.g. \'metadata["year"] >= 2020 and (title == "x" or not id in ["a"])\' '
+                        '(the same grammar on every store; Milvus also takes its own expressions)')
     p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
     add_model_args(p, default_note="the model recorded in the index")
     p.set_defaults(func=run)
