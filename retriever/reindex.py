@@ -134,6 +134,20 @@ def recorded_model(location: str | Path, store_options: dict[str, Any] | None = 
         return dict(store.manifest.model or {})
 
 
+def discard(location: str | Path, store_options: dict[str, Any] | None = None) -> int | None:
+    """Remove the staged rebuild an interrupted ``reindex`` left beside the index. -> documents it held
+    (None: there was none). The live index is not touched."""
+    options = dict(store_options or {})
+    _finish_switch(location, options)
+    with _open_existing(location, False, options) as source:
+        if not staging_exists(source):
+            return None
+        staging = open_staging(source, options)
+        held = staging.store.count()
+        staging.discard()
+        return held
+
+
 def _current(store: Store, encoder: Encoder) -> dict[str, Any]:
     return comparable_record(store.manifest.model or {}, encoder)
 

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="say how many documents would be re-embedded and how long it should take (measured on a "
                         "sample); writes nothing")
+    p.add_argument("--discard", action="store_true",
+                   help="remove the staged rebuild an interrupted reindex left (the live index is not touched)")
     p.add_argument("--commit-every", type=int, default=1024, metavar="N",
                    help="documents between durable checkpoints of the rebuild (default 1024)")
     p.add_argument("--sample", type=int, default=64, metavar="N",
@@ -40,8 +42,13 @@ def _max_length(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from e5rag.retriever.encoder import Encoder
-    from e5rag.retriever.reindex import estimate, reindex
+    from e5rag.retriever.reindex import discard, estimate, reindex
 
+    if args.discard:
+        held = discard(args.index, store_options(args))
+        print(f"{args.index} has no staged rebuild" if held is None
+              else f"removed the staged rebuild of {args.index} ({held} documents)", file=sys.stderr)
+        return 0
     kw = {**encoder_kwargs(args), **_max_length(args)}
     encoder = Encoder.from_pretrained(args.model, **kw)
     if args.dry_run:

@@ -292,6 +292,11 @@ def test_dry_run_counts_and_estimates_without_writing(kind, tmp_path, encoders, 
                                                                           rel=0.05)
     assert staged_count(location, kind) == staged
     assert est.plan.todo and estimate(location, base).plan.up_to_date
+    r = run_reindex(location, models[1], "--discard")
+    assert r.returncode == 0 and f"removed the staged rebuild of {location} ({staged} documents)" in r.stderr
+    assert staged_count(location, kind) == 0 and snapshot(location, kind, base, docs) == before
+    r = run_reindex(location, models[1], "--discard")
+    assert r.returncode == 0 and "has no staged rebuild" in r.stderr
 
 
 def test_progress_bar_shows_documents_per_second(tmp_path, encoders, models, capsys):
