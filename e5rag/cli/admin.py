@@ -66,7 +66,8 @@ def _info_lines(info: dict) -> list[tuple[str, str]]:
         base += " (the embedded default)"
     adapter = "none"
     if model.get("adapter"):
-        adapter = model["adapter"] + (f" (from {model['adapter_path']})" if model.get("adapter_path") else "")
+        adapter = model["adapter"] + (f" (from {model['adapter_path']})" if model.get("adapter_path") else
+                                      " (shipped with e5rag)" if not model.get("source") else "")
     return [("index", f"{info['index']} ({info['store']}, {info['index_type']}, {info['metric']})"),
             ("documents", str(info["count"])),
             ("base model", base),
