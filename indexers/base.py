@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +177,14 @@ class Store(ABC):
         """Top-k by BM25 for each bare query string -> n lists of hits (score: the BM25 score)."""
         raise StoreError(f"the {self.kind or type(self).__name__} store has no BM25 index: use a FAISS index "
                          "directory for hybrid search")
+
+    def iter_documents(self, batch_size: int = 1000) -> Iterator[list[Document]]:
+        """Every stored document, in lists of up to ``batch_size`` (each backend's own order)."""
+        raise StoreError(f"a {self.kind or type(self).__name__} store cannot list its documents")
+
+    def set_model(self, model: dict[str, Any]) -> None:
+        """Replace the manifest's opaque model record (e.g. a migrated identity); durable on ``commit``."""
+        raise StoreError(f"a {self.kind or type(self).__name__} store cannot change its model record")
 
     def commit(self) -> None:  # noqa: B027  (a default no-op: stores that write at once need nothing)
         """Make every write so far durable (atomic where the backend allows)."""

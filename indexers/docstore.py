@@ -91,6 +91,12 @@ class DocStore:
         docs = self.by_iid(list(iids.values()))
         return {id_: docs[iid] for id_, iid in iids.items()}
 
+    def page(self, after_iid: int, limit: int) -> list[tuple[int, Document]]:
+        """Up to ``limit`` (iid, document) pairs with iid > ``after_iid``, in iid order."""
+        q = "SELECT iid, id, title, text, metadata FROM docs WHERE iid > ? ORDER BY iid LIMIT ?"
+        return [(iid, Document(id_, text, title, json.loads(meta)))
+                for iid, id_, title, text, meta in self.conn.execute(q, (int(after_iid), int(limit)))]
+
     def matching_iids(self, expr: Filter) -> list[int]:
         """iids of documents the parsed filter accepts (see ``indexers.filters``)."""
         where, params = to_sql(expr)

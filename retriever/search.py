@@ -7,17 +7,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from e5rag.indexers import Document, Hit, Store, open_store
+from e5rag.indexers import Document, Hit, Store, StoreError, open_store
 
 from .chunking import DEFAULT_CHUNKING, ChunkConfig, chunk_spans
 from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
 from .fusion import HybridConfig, fuse
+from .identity_migration import comparable_record, migrate, upgraded_record
 from .parents import (
     Write,
     delete_documents,
@@ -56,7 +58,7 @@ def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
                                  f"{encoder.dim}-dimensional ones: use the index's model or a new index")
     if not manifest.model.get("base"):
         return
-    theirs = ModelFingerprint.from_dict(manifest.model)
+    theirs = ModelFingerprint.from_dict(comparable_record(manifest.model, encoder))
     ours = encoder.fingerprint
     if not ours.same_model(theirs) or (writing and ours.max_length != theirs.max_length):
         raise IndexMismatchError(
@@ -74,6 +76,8 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     record["source"] = source
     adapter = adapter if adapter is not None else encoder.adapter_path
     record["adapter_path"] = str(Path(adapter).resolve()) if adapter else None
+    record["dtype"] = str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
+    record["built"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
 
@@ -109,12 +113,22 @@ def hybrid_search(store: Store, vectors: np.ndarray, queries: Sequence[str], k: 
     return [f[:k] if per_chunk else group_hits(f, k) for f in fused]
 
 
+def _migrate_elsewhere(location: str | Path, encoder: Encoder, store_options: dict[str, Any]) -> None:
+    """Upgrade a legacy model record through a short writable open, when no other writer holds it."""
+    try:
+        with open_store(location, **store_options) as writer:
+            migrate(writer, encoder)
+    except StoreError as exc:  # e.g. in use by a writer: the record is upgraded on a later open
+        log.info("could not upgrade the model record of %s now: %s", location, exc)
+
+
 class SearchIndex:
     """Encoder + store. ``add`` embeds documents; ``search`` embeds queries with their task."""
 
     def __init__(self, encoder: Encoder, store: Store, *, writing: bool = False, model_source: str | None = None,
                  adapter: str | None = None) -> None:
         check_model(store, encoder, writing)
+        migrate(store, encoder)
         self.encoder = encoder
         self.store = store
         self._record = model_record(encoder, model_source, adapter)
@@ -131,7 +145,10 @@ class SearchIndex:
                 adapter = adapter if adapter is not None else recorded.get("adapter_path")
                 encoder = Encoder.from_pretrained(model, adapter=adapter,
                                                   max_length=int(recorded.get("max_length", 512)))
-            return cls(encoder, store, writing=not readonly, model_source=model, adapter=adapter)
+            index = cls(encoder, store, writing=not readonly, model_source=model, adapter=adapter)
+            if readonly and store.manifest is not None and upgraded_record(store.manifest.model, encoder):
+                _migrate_elsewhere(location, encoder, store_options)
+            return index
         except BaseException:
             store.close()
             raise

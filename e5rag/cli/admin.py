@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="show an index's manifest: model, dimension, count, store")
     add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("tasks", help="list the registered task names and their definitions")
@@ -50,8 +51,40 @@ def run_info(args: argparse.Namespace) -> int:
 
     with open_store(args.index, readonly=True, **store_options(args)) as store:
         info = {"index": args.index, **store.manifest.to_dict(), "count": store.count()}
-    print(json.dumps(info, indent=2))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(label) for label, _ in _info_lines(info))
+    for label, value in _info_lines(info):
+        print(f"{label:<{width}}  {value}")
     return 0
+
+
+def _info_lines(info: dict) -> list[tuple[str, str]]:
+    """The manifest in words: where, what store, and the model record (base, adapter, dtype, ...)."""
+    model = info.get("model") or {}
+
+    def known(value) -> str:
+        return "unknown (recorded before e5rag kept it)" if value in (None, "") else str(value)
+
+    base = known(model.get("base"))
+    if model.get("source"):
+        base += f" (from {model['source']})"
+    elif model.get("base", "").startswith("gguf:"):
+        base += " (the embedded default)"
+    adapter = "none"
+    if model.get("adapter"):
+        adapter = model["adapter"] + (f" (from {model['adapter_path']})" if model.get("adapter_path") else
+                                      " (shipped with e5rag)" if not model.get("source") else "")
+    return [("index", f"{info['index']} ({info['store']}, {info['index_type']}, {info['metric']})"),
+            ("documents", str(info["count"])),
+            ("base model", base),
+            ("adapter", adapter),
+            ("dtype", known(model.get("dtype"))),
+            ("max length", f"{known(model.get('max_length'))} tokens"),
+            ("dim", str(info["dim"])),
+            ("pooling", known(model.get("pooling"))),
+            ("built", known(model.get("built")))]
 
 
 def run_tasks(args: argparse.Namespace) -> int:

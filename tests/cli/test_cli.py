@@ -62,7 +62,7 @@ def test_table_output_delete_info_tasks(built_index, capsys):
     assert len([line for line in out.splitlines() if line.startswith("    ")]) == 2
     assert main(["delete", "--index", str(built_index), "web-paris", "nope"]) == 1  # "nope" is not there
     assert "deleted 1 of 2 ids" in capsys.readouterr().err
-    assert main(["info", "--index", str(built_index)]) == 0
+    assert main(["info", "--index", str(built_index), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["store"] == "faiss" and info["count"] == 29 and info["model"]["max_length"] == 192
     assert main(["tasks"]) == 0
