@@ -24,7 +24,7 @@ def _lines(text: str) -> dict[str, str]:
 def test_info_in_words_and_as_json(mistral_dir, tmp_path, capsys):
     index = tmp_path / "idx"
     started = datetime.now(timezone.utc).replace(microsecond=0)
-    assert main(["index", str(CORPUS), "--index", str(index), "--model", str(mistral_dir), "--max-length", "64"]) == 0
+    assert main(["index", str(CORPUS), "--index", str(index), "--model", str(mistral_dir), "--max-length", "64", "--no-chunk"]) == 0
     capsys.readouterr()
     assert main(["info", "--index", str(index), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)

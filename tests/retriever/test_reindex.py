@@ -53,9 +53,10 @@ def location_for(kind: str, tmp_path: Path, name: str = "idx") -> Path:
     return tmp_path / name
 
 
-def build(location: Path, encoder: Encoder, docs: list[Document]) -> None:
+def build(location: Path, encoder: Encoder, docs: list[Document], chunking=None) -> None:
+    """An index of ``docs`` stored whole (``chunking=None``: each document one passage), or chunked."""
     with SearchIndex(encoder, open_store(location), writing=True) as index:
-        index.add(docs)
+        index.add(docs, chunking=chunking)
 
 
 def assert_index_serves(location: Path, encoder: Encoder, docs: list[Document]) -> None:
@@ -83,6 +84,28 @@ def snapshot(location: Path, kind: str, encoder: Encoder, docs: list[Document]):
         hits = store.search(queries, k=5)
         return (store.manifest.to_dict(), store.get([d.id for d in docs]),
                 [[(h.document.id, round(h.score, 5)) for h in row] for row in hits])
+
+
+def test_a_chunked_index_reindexes_to_the_fresh_chunked_index(tmp_path, encoders, models):
+    """Every stored passage (chunk) is re-embedded from its stored text and title: the result is
+    the index the new model builds from the same documents (both models share the tokenizer)."""
+    from e5rag.retriever.chunking import ChunkConfig
+
+    base, new = encoders
+    docs = make_docs(12, seed=3)
+    chunking = ChunkConfig(24, 4)
+    location, fresh = tmp_path / "chunked", tmp_path / "fresh-chunked"
+    build(location, base, docs, chunking)
+    build(fresh, new, docs, chunking)
+    with open_store(fresh, readonly=True) as b:
+        assert b.count() > len(docs)  # some documents really are chunked
+    report = reindex(location, new, model_source=str(models[1]), batch_size=4)
+    queries = new.encode_query(["vaccine trial dose", "capital city river"])
+    with open_store(location, readonly=True) as a, open_store(fresh, readonly=True) as b:
+        assert report.total == a.count() == b.count()
+        got, want = a.search(queries, k=8), b.search(queries, k=8)
+    assert [[h.document for h in r] for r in got] == [[h.document for h in r] for r in want]
+    np.testing.assert_allclose([[h.score for h in r] for r in got], [[h.score for h in r] for r in want], atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -134,7 +157,7 @@ def test_documents_deleted_or_changed_after_a_kill_are_followed(tmp_path, encode
     changed = Document("doc-3", "a changed text about river energy", "New title", {"i": 3})
     with SearchIndex(base, open_store(location), writing=True) as index:
         index.delete(["doc-0", "doc-1"])
-        index.add([changed])
+        index.add([changed], chunking=None)
     now = [changed if d.id == "doc-3" else d for d in docs[2:]]
     report = reindex(location, new, model_source=str(models[1]), batch_size=4, commit_every=8)
     assert (report.resumed, report.embedded, report.removed, report.total) == (17, 11, 2, 28)
@@ -341,7 +364,7 @@ def test_reindex_on_a_milvus_server_switches_the_alias_twice(encoders, models):
     opts = {"collection": name}
     try:
         with SearchIndex(base, open_store(SERVER_URI, **opts), writing=True) as index:
-            index.add(docs)
+            index.add(docs, chunking=None)
         first = reindex(SERVER_URI, new, store_options=opts, model_source=str(models[1]), commit_every=8)
         # and back again: the second switch moves the alias from generation 1 to 2
         second = reindex(SERVER_URI, base, store_options=opts, model_source=str(models[0]), commit_every=8)
