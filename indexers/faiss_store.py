@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
 MANIFEST_FILE = "manifest.json"
+# Queries per search from which FAISS's exhaustive search uses one BLAS matrix product instead of
+# one dot product at a time. faiss 1.15 raised it from 20 to 128,000, which made a batch of 100
+# queries over 100k x 576 vectors 7x slower than numpy's ``q @ D.T`` (benchmarks/README.md).
+BLAS_THRESHOLD = 20
 
 
 def _faiss():
@@ -36,6 +40,8 @@ def _faiss():
 
         raise StoreError("the FAISS store needs faiss: pip install 'e5rag[faiss]' "
                          "(or 'e5rag[faiss-gpu]' on CUDA)") from exc
+    if faiss.cvar.distance_compute_blas_threshold > BLAS_THRESHOLD:
+        faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     return faiss
 
 
