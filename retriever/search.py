@@ -93,14 +93,7 @@ class SearchIndex:
             skip_unchanged: bool = True, show_progress_bar: bool | None = None) -> IndexReport:
         """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that."""
         docs = list(docs)
-        if not docs:
-            raise InputError("no documents to index")
-        if self.store.manifest is None:
-            self.store.initialize(self.encoder.dim, self._record)
-        known = self.store.content_hashes([d.id for d in docs])
-        todo = [d for d in docs if not (skip_unchanged and known.get(d.id) == d.content_hash)]
-        skipped = len(docs) - len(todo)
-        updated = sum(1 for d in todo if d.id in known)
+        todo, updated, skipped = self.plan_add(docs, skip_unchanged)
         for start in range(0, len(todo), commit_every):
             chunk = todo[start:start + commit_every]
             vectors = self.encoder.encode_document([d.text for d in chunk], [d.title for d in chunk],
@@ -109,6 +102,17 @@ class SearchIndex:
             self.store.commit()
         self.store.commit()
         return IndexReport(added=len(todo) - updated, updated=updated, skipped=skipped, total=self.store.count())
+
+    def plan_add(self, docs: Sequence[Document], skip_unchanged: bool = True) -> tuple[list[Document], int, int]:
+        """What ``add`` will embed: (documents to embed, how many of them replace a stored one,
+        how many are skipped as unchanged). Initialises a new index's manifest."""
+        if not docs:
+            raise InputError("no documents to index")
+        if self.store.manifest is None:
+            self.store.initialize(self.encoder.dim, self._record)
+        known = self.store.content_hashes([d.id for d in docs])
+        todo = [d for d in docs if not (skip_unchanged and known.get(d.id) == d.content_hash)]
+        return todo, sum(1 for d in todo if d.id in known), len(docs) - len(todo)
 
     def delete(self, ids: Sequence[str]) -> int:
         n = self.store.delete(list(ids))

@@ -23,25 +23,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", default="text", help="JSONL text field (default: text)")
     p.add_argument("--title-field", default="title", help="JSONL title field (default: title)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--commit-every", type=int, default=4096, metavar="N",
+                   help="documents per commit: a crash loses at most this many (default 4096)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="index only shard I of N (0 <= I < N) into a Milvus server, one process per shard "
+                        "(Slurm arrays, Kubernetes jobs); under torchrun each rank takes its shard by itself")
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
+    from e5rag.retriever.device import pick_device
+    from e5rag.retriever.distributed import launched_world_size
+    from e5rag.retriever.errors import InputError
+    from e5rag.retriever.parallel_index import Shard, run_index_job
     from e5rag.retriever.search import SearchIndex
     from e5rag.retriever.sources import FieldNames, read_documents
 
-    from .common import load_encoder_for
+    from .common import load_encoder_for, load_encoder_for_manifest
 
+    if args.commit_every < 1:
+        raise InputError(f"--commit-every must be at least 1, got {args.commit_every}")
     docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))
-    store = open_store(args.index, index_type=args.index_type, **store_options(args))
-    try:
-        encoder, source, adapter = load_encoder_for(store, args)
-        index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-        report = index.add(docs, batch_size=args.batch_size)
-    finally:
-        store.close()
+    if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
+        report = run_index_job(docs, args.index, lambda: open_store(args.index, index_type=args.index_type,
+                                                                   **store_options(args)),
+                               lambda manifest: load_encoder_for_manifest(manifest, args),
+                               device_type=pick_device(args.device).type, store_kind=args.store,
+                               shard=Shard.parse(args.shard) if args.shard else None, batch_size=args.batch_size,
+                               commit_every=args.commit_every)
+        if report is None:  # a rank other than 0: rank 0 reports for the job
+            return 0
+    else:
+        store = open_store(args.index, index_type=args.index_type, **store_options(args))
+        try:
+            encoder, source, adapter = load_encoder_for(store, args)
+            index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
+            report = index.add(docs, batch_size=args.batch_size, commit_every=args.commit_every)
+        finally:
+            store.close()
     if args.json:
         print(json.dumps({"index": args.index, **report.__dict__}))
     else:
