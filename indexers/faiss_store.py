@@ -20,6 +20,7 @@ from . import atomic
 from .base import Document, Hit, Manifest, Store, StoreError, StoreInputError, check_documents, check_vectors
 from .docstore import DocStore
 from .filters import parse_filter
+from .search_params import SearchParams, check_applies, default_search_params
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class FaissStore(Store):
             raise
         self._work: Path | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (iids, vectors) awaiting IVF training
+        self._session_params = SearchParams()  # set_search_params(nprobe=, efSearch=) of this open store
 
     # ------------------------------------------------------------------ state
     @property
@@ -105,7 +107,8 @@ class FaissStore(Store):
             raise StoreError(f"index {self.root} is already initialised")
         self._writable()
         self._index = make_index(dim, self._index_type)
-        self._manifest = Manifest(store=self.kind, dim=int(dim), model=dict(model), index_type=self._index_type)
+        self._manifest = Manifest(store=self.kind, dim=int(dim), model=dict(model), index_type=self._index_type,
+                                  search_params=default_search_params(self._index_type).to_dict())
 
     def _writable(self) -> DocStore:
         if self.readonly:
@@ -207,7 +210,7 @@ class FaissStore(Store):
         docs.close()
         _faiss().write_index(self._index, str(self._work / INDEX_FILE))
         self._manifest = Manifest(store=self.kind, dim=self._manifest.dim, model=self._manifest.model, count=count,
-                                  index_type=self._index_type)
+                                  index_type=self._index_type, search_params=self._manifest.search_params)
         (self._work / MANIFEST_FILE).write_text(json.dumps(self._manifest.to_dict(), indent=2))
         self._gen = atomic.publish(self.root, self._work)
         self._work = None
@@ -216,11 +219,16 @@ class FaissStore(Store):
     def set_search_params(self, **params: int) -> None:
         """FAISS run-time search parameters, e.g. ``nprobe=16`` (IVF) or ``efSearch=128`` (HNSW).
 
-        Not persisted: they apply to this open store only.
+        Not persisted: they apply to this open store only (a search's ``nprobe=``/``ef=`` still win).
         """
         self._require_init()
         space = _faiss().ParameterSpace()
         for name, value in params.items():
+            if name in ("nprobe", "efSearch", "ef"):
+                given = SearchParams(nprobe=value) if name == "nprobe" else SearchParams(ef=value)
+                check_applies(given, self._index_type)
+                self._session_params = given.over(self._session_params)
+                continue
             try:
                 space.set_index_parameter(self._index, name, value)
             except RuntimeError:
@@ -239,11 +247,16 @@ class FaissStore(Store):
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         return {} if self._docs is None else self._docs.hashes(list(ids))
 
-    def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, filter: str | None = None, *, nprobe: int | None = None,
+               ef: int | None = None) -> list[list[Hit]]:
         manifest = self._require_init()
         q = check_vectors(queries, manifest.dim)
         if k < 1:
             raise StoreInputError(f"k must be at least 1, got {k}")
+        asked = SearchParams(nprobe, ef)
+        check_applies(asked, self._index_type)
+        params = self._faiss_params(asked.over(self._session_params).over(
+            SearchParams.from_dict(manifest.search_params).over(default_search_params(self._index_type))), k)
         if self._pending:
             raise StoreError("this index has uncommitted vectors that still need training; commit() first")
         if filter:
@@ -251,11 +264,21 @@ class FaissStore(Store):
         elif self._index.ntotal == 0:
             return [[] for _ in range(len(q))]
         else:
-            scores, iids = self._index.search(q, min(k, self._index.ntotal))
+            scores, iids = self._index.search(q, min(k, self._index.ntotal), params=params)
         docs = self._docs.by_iid(sorted({int(i) for i in iids.ravel() if i >= 0}))
         return [[Hit(docs[int(i)], float(s), r + 1) for r, (s, i) in enumerate(
                     (s, i) for s, i in zip(srow, irow, strict=True) if i >= 0 and int(i) in docs)]
                 for srow, irow in zip(scores, iids, strict=True)]
+
+    def _faiss_params(self, params: SearchParams, k: int):
+        """FAISS per-call search parameters (thread-safe: nothing is set on the shared index)."""
+        faiss = _faiss()
+        if params.nprobe is not None and isinstance(self._index, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(nprobe=min(params.nprobe, self._index.nlist))
+        if params.ef is not None and isinstance(self._index, faiss.IndexIDMap2):
+            if isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSW):
+                return faiss.SearchParametersHNSW(efSearch=max(params.ef, k))
+        return None
 
     def _filtered_search(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the documents that match the filter (vectors reconstructed)."""

@@ -126,12 +126,14 @@ class SearchIndex:
         return self.encoder.encode_query(queries, task=task, use_instruction=use_instruction, batch_size=batch_size)
 
     def search(self, queries: Sequence[str], task: str | Sequence[str] | None = None, k: int = 10,
-               filter: str | None = None, use_instruction: bool = True, batch_size: int = 16) -> list[list[Hit]]:
-        """Top-k documents for each query; ``task``: one for all, one per query, or None (default)."""
+               filter: str | None = None, use_instruction: bool = True, batch_size: int = 16, *,
+               nprobe: int | None = None, ef: int | None = None) -> list[list[Hit]]:
+        """Top-k documents for each query; ``task``: one for all, one per query, or None (default).
+        ``nprobe`` (IVF) / ``ef`` (HNSW): search breadth for this call (default: the manifest's)."""
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         vectors = self.embed_queries(queries, task, use_instruction, batch_size)
-        return self.store.search(vectors, k, filter=filter)
+        return self.store.search(vectors, k, filter=filter, nprobe=nprobe, ef=ef)
 
     def close(self) -> None:
         self.store.close()

@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter", default=None,
                    help='metadata filter, e.g. \'metadata["year"] >= 2020\' (Milvus: any boolean expression; '
                         'FAISS: equality and "in" on metadata keys)')
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF indexes: lists scanned per query (default: the index's, recorded in its manifest)")
+    p.add_argument("--ef", type=int, default=None,
+                   help="HNSW indexes: candidates kept per query, at least k (default: the index's)")
     p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
     add_model_args(p, default_note="the model recorded in the index")
     p.set_defaults(func=run)
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
         results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
-                               use_instruction=not args.no_instruction, batch_size=args.batch_size)
+                               use_instruction=not args.no_instruction, batch_size=args.batch_size,
+                               nprobe=args.nprobe, ef=args.ef)
     finally:
         store.close()
     for query, task, hits in zip(queries, tasks, results, strict=True):

@@ -25,7 +25,7 @@ from ..search import SearchIndex
 from ..tasks import resolve_task
 from .convert import filter_expression, hit_to_langchain, split_per_input
 
-CALL_OPTIONS = ("task", "k", "filter", "score_threshold")
+CALL_OPTIONS = ("task", "k", "filter", "score_threshold", "nprobe", "ef")
 _IGNORED = ("verbose",)  # BaseRetriever.invoke passes it on
 
 
@@ -49,6 +49,10 @@ class E5Retriever(BaseRetriever):
     """Metadata filter: an expression (``metadata["lang"] == "en"``) or a dict of required values."""
     score_threshold: float | None = None
     """Drop documents whose cosine score is below this."""
+    nprobe: int | None = None
+    """IVF indexes: lists scanned per query (None: the index's default, from its manifest)."""
+    ef: int | None = None
+    """HNSW indexes: candidates kept per query (None: the index's default)."""
 
     _ready: bool = PrivateAttr(default=False)  # the index has a manifest (reading one can cost a round trip)
 
@@ -95,7 +99,8 @@ class E5Retriever(BaseRetriever):
         if not self._ready:  # a new index with nothing added yet
             return []
         vector = self.index.embed_queries([query], task=resolve_task(opts["task"]))  # (1, dim)
-        hits = self.index.store.search(vector, int(opts["k"]), filter=filter_expression(opts["filter"]))[0]
+        hits = self.index.store.search(vector, int(opts["k"]), filter=filter_expression(opts["filter"]),
+                                       nprobe=opts["nprobe"], ef=opts["ef"])[0]
         threshold = opts["score_threshold"]
         return [hit_to_langchain(h) for h in hits if threshold is None or h.score >= threshold]
 

@@ -184,7 +184,10 @@ class E5VectorStore(VectorStore):
     def similarity_search_with_score_by_vector(self, embedding: Sequence[float], k: int = 4,
                                                filter: str | dict | None = None,
                                                **kwargs: Any) -> list[tuple[LCDocument, float]]:
-        """Top-k by cosine to ``embedding`` (normalised here). -> [(document, cosine)], best first"""
+        """Top-k by cosine to ``embedding`` (normalised here). -> [(document, cosine)], best first
+
+        ``nprobe=`` (IVF) / ``ef=`` (HNSW), e.g. in ``as_retriever(search_kwargs=...)``: search breadth."""
+        breadth = {name: kwargs.pop(name, None) for name in ("nprobe", "ef")}
         _no_extra(kwargs, "similarity search")
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -192,7 +195,7 @@ class E5VectorStore(VectorStore):
         with self._lock:
             if not self._initialised():
                 return []
-            hits = self.store.search(query, k, filter=filter_expression(filter))[0]
+            hits = self.store.search(query, k, filter=filter_expression(filter), **breadth)[0]
         return [(to_langchain(h.document), h.score) for h in hits]
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: str | dict | None = None, *,
