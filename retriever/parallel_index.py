@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,9 +104,35 @@ def run_index_job(docs: Sequence[Document], location: str, open_store: Callable[
                              "): use a server URI, or torchrun, which has one process write")
         return _add_own_shard(docs, open_store, load_encoder, shard, batch_size, commit_every, skip_unchanged)
     info = dist.join(device_type)
-    if server:
-        return _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged)
-    return _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged)
+    with _stopped_by_launcher(info):
+        if server:
+            return _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged)
+        return _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged)
+
+
+_committed = threading.local()  # documents in the index at this rank's last commit, for messages
+
+
+@contextmanager
+def _stopped_by_launcher(info: dist.DistInfo):
+    """torchrun SIGTERMs the other ranks when one dies: say so in one line instead of dying silently."""
+    if info.world_size < 2 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        kept = getattr(_committed, "count", None)
+        raise JobFailedError(
+            f"rank {info.rank} of this {info.world_size}-process index job was stopped by the launcher "
+            "(SIGTERM), which happens when another rank fails (the launcher's report names it); the index keeps "
+            f"what was committed before{f' ({kept} documents)' if kept is not None else ''}: run the same "
+            "command again to resume (unchanged documents are skipped)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _add_own_shard(docs, open_store, load_encoder, shard, batch_size, commit_every, skip_unchanged) -> IndexReport:
@@ -133,7 +162,8 @@ def _collective(info: dist.DistInfo, what: str, committed: Callable[[], int] | N
                 kept = f" ({committed()} documents)"
             except Exception:  # noqa: BLE001  (the message matters more than the count)
                 kept = ""
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = re.sub(r"^\[[^\]]*\] ", "", reason).split(". ")[0][:160]  # gloo: "[file:line] Read error ..."
         raise JobFailedError(
             f"another process of this {info.world_size}-process index job stopped while {what} ({reason}); "
             f"the index keeps what was committed before{kept}: run the same command again to resume "
@@ -187,6 +217,8 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
             raise JobFailedError(f"rank {info.rank} read {len(docs)} documents but rank 0 read {n_docs}: "
                                  "every rank must read the same input")
         committed = (lambda: store.count()) if store is not None else None
+        if store is not None:
+            _committed.count = store.count()
         for start in range(0, len(todo), commit_every):
             chunk = [docs[i] for i in todo[start:start + commit_every]]
             bounds = slice_bounds(len(chunk), info.world_size)
@@ -200,6 +232,7 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
             if info.is_main:
                 store.upsert(chunk, np.concatenate(parts))
                 store.commit()
+                _committed.count = store.count()
         if not info.is_main:
             return None
         store.commit()

@@ -179,7 +179,11 @@ def test_a_killed_rank_fails_the_job_keeps_the_last_commit_and_a_rerun_resumes(m
     os.kill(rank1, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode != 0, "the job must fail when a rank dies"
-    assert "another process of this 2-process index job stopped" in err or "ChildFailedError" in err, err[-3000:]
+    # One line from rank 0 (stopped by torchrun, or told by gloo that its peer is gone), besides
+    # torchrun's own report naming rank 1 as the root cause.
+    ours = [ln for ln in err.splitlines() if ln.startswith("e5rag: error: ")]
+    assert ours and ("stopped by the launcher" in ours[0] or "another process" in ours[0]), err[-3000:]
+    assert "resume" in ours[0] and "parallel_index.py" not in err, err[-3000:]  # no traceback of ours
 
     # The last commit is intact and searchable: whole commits of 16, fewer than all 400.
     with open_store(index, readonly=True) as store:
