@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,35 +62,142 @@ def make_index(dim: int, index_type: str):
     return faiss.IndexIDMap2(inner)
 
 
+# Dimensions an index type is tried with before the model (and so the real dimension) is known:
+# a factory string that builds at none of them cannot be right (PQ/OPQ strings need a divisor).
+_PROBE_DIMS = (64, 96, 128, 256, 384, 512, 576, 768, 960, 1024, 1536, 2048, 3072, 4096)
+_OPEN_ATTEMPTS = 100  # generation switches tolerated while opening (each one a writer's publish)
+
+
+def check_index_type(index_type: str) -> None:
+    """Refuse a factory string FAISS cannot build at any usual dimension (no model or folder needed)."""
+    faiss = _faiss()
+    error = None
+    for dim in _PROBE_DIMS:
+        try:
+            faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+            return
+        except RuntimeError as exc:
+            error = error or exc
+    raise StoreInputError(f"FAISS cannot build index type {index_type!r}: {str(error).splitlines()[0]} "
+                          "(see faiss index_factory strings such as Flat, HNSW32, IVF256,Flat)")
+
+
+def _read_manifest_file(root: Path, path: Path) -> Manifest:
+    where = f"{path.parent.name}/{path.name}"
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise atomic.damaged(root, f"{where} is missing") from None
+    except OSError as exc:
+        raise atomic.damaged(root, f"{where} cannot be read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise atomic.damaged(root, f"{where} is not valid JSON ({exc}), it may be empty or truncated") from None
+    if not isinstance(raw, dict):
+        raise atomic.damaged(root, f"{where} is not a JSON object")
+    dim = raw.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise atomic.damaged(root, f"{where} has no valid dim (got {dim!r})")
+    try:
+        return Manifest.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise atomic.damaged(root, f"{where} is incomplete ({type(exc).__name__}: {exc})") from None
+
+
+def _load_generation(root: Path, name: str) -> tuple[Manifest, Any, DocStore]:
+    """(manifest, FAISS index, documents) of generation ``name``; ``StoreError`` naming the damaged file."""
+    gen = root / name
+    if gen.is_symlink() or not gen.is_dir():
+        raise atomic.damaged(root, f"{atomic.CURRENT} names {name}, which is missing or not a folder")
+    for file in (MANIFEST_FILE, INDEX_FILE, DOCS_FILE):
+        if (gen / file).is_symlink():
+            raise atomic.damaged(root, f"{name}/{file} is a symbolic link (an index holds only its own files)")
+    manifest = _read_manifest_file(root, gen / MANIFEST_FILE)
+    try:
+        index = _faiss().read_index(str(gen / INDEX_FILE))
+    except RuntimeError:
+        raise atomic.damaged(root, f"{name}/{INDEX_FILE} cannot be read by FAISS (missing or truncated)") from None
+    if index.d != manifest.dim:
+        raise atomic.damaged(root, f"{name}/{INDEX_FILE} holds dimension {index.d}, the manifest {manifest.dim}")
+    path = gen / DOCS_FILE
+    docs = None
+    try:
+        if not path.is_file():
+            raise sqlite3.OperationalError("missing")
+        docs = DocStore(path, readonly=True)
+        count = docs.count()
+    except sqlite3.Error as exc:
+        if docs is not None:
+            docs.close()
+        raise atomic.damaged(root, f"{name}/{DOCS_FILE} is missing or not an e5rag document database ({exc})") from None
+    if count != index.ntotal:
+        docs.close()
+        raise atomic.damaged(root, f"{name}/{DOCS_FILE} holds {count} documents but {INDEX_FILE} {index.ntotal} "
+                                   "vectors")
+    return manifest, index, docs
+
+
+def open_snapshot(root: Path) -> tuple[str, Manifest, Any, DocStore] | None:
+    """The live generation, loaded whole: (name, manifest, index, docs), or None before the first commit.
+
+    A writer may publish (and remove the previous generation) while this reads: a failure while
+    ``CURRENT`` moved on is a torn read, retried on the new generation; one while it stayed is damage.
+    """
+    for _ in range(_OPEN_ATTEMPTS):
+        name = atomic.read_current(root)
+        if name is None:
+            return None
+        try:
+            return (name, *_load_generation(root, name))
+        except StoreError:
+            if atomic.read_current(root) == name:
+                raise
+    raise StoreError(f"index {root} changed {_OPEN_ATTEMPTS} times while it was being opened; try again")
+
+
 def read_manifest(root: Path) -> Manifest | None:
     """The manifest of the live generation of a FAISS index directory, if any."""
-    gen = atomic.current_generation(root)
-    if gen is None:
-        return None
-    return Manifest.from_dict(json.loads((gen / MANIFEST_FILE).read_text()))
+    for _ in range(_OPEN_ATTEMPTS):
+        name = atomic.read_current(root)
+        if name is None:
+            return None
+        try:
+            return _read_manifest_file(root, root / name / MANIFEST_FILE)
+        except StoreError:
+            if atomic.read_current(root) == name:
+                raise
+    raise StoreError(f"index {root} changed {_OPEN_ATTEMPTS} times while it was being opened; try again")
 
 
 class FaissStore(Store):
-    """FAISS vectors + SQLite documents in a directory. ``readonly`` opens take no lock."""
+    """FAISS vectors + SQLite documents in a directory. ``readonly`` opens take no lock.
+
+    A new index's folder (marker, lock) is created only at the first write, so a failed run
+    before it leaves nothing behind.
+    """
 
     kind = "faiss"
 
     def __init__(self, path: str | Path, *, index_type: str = "Flat", readonly: bool = False) -> None:
         self.root = Path(path)
-        if self.root.exists() and not self.root.is_dir():
-            raise StoreError(f"{self.root} is a file, not a FAISS index directory")
         self.readonly = readonly
-        self._lock = None if readonly else atomic.WriterLock(self.root)
+        self._lock = None
+        self._docs = None
+        self._work: Path | None = None
+        exists = atomic.check_root(self.root)
         try:
-            if not readonly:
+            if exists and not readonly:
+                self._lock = atomic.WriterLock(self.root)
                 atomic.clean_stale(self.root)
-            self._gen = atomic.current_generation(self.root) if self.root.exists() else None
-            if readonly and self._gen is None:
+            snapshot = open_snapshot(self.root) if exists else None
+            if readonly and snapshot is None:
                 raise StoreError(f"no index at {self.root}: build one with `e5rag index SOURCE --index {self.root}`")
-            self._manifest = read_manifest(self.root) if self._gen is not None else None
+            if snapshot is None:
+                self._gen, self._manifest, self._index = None, None, None
+                check_index_type(index_type)
+            else:
+                name, self._manifest, self._index, self._docs = snapshot
+                self._gen = self.root / name
             self._index_type = self._manifest.index_type if self._manifest else index_type
-            self._index = _faiss().read_index(str(self._gen / INDEX_FILE)) if self._gen is not None else None
-            self._docs = DocStore(self._gen / DOCS_FILE, readonly=True) if self._gen is not None else None
         except BaseException:
             self.close()
             raise
@@ -105,14 +213,17 @@ class FaissStore(Store):
     def initialize(self, dim: int, model: dict[str, Any]) -> None:
         if self._manifest is not None:
             raise StoreError(f"index {self.root} is already initialised")
+        index = make_index(dim, self._index_type)
         self._writable()
-        self._index = make_index(dim, self._index_type)
+        self._index = index
         self._manifest = Manifest(store=self.kind, dim=int(dim), model=dict(model), index_type=self._index_type,
                                   search_params=default_search_params(self._index_type).to_dict())
 
     def _writable(self) -> DocStore:
         if self.readonly:
             raise StoreError(f"index {self.root} was opened read-only")
+        if self._lock is None:
+            self._take_new_root()
         if self._work is None:
             self._work = atomic.new_workdir(self.root)
             if self._gen is not None:
@@ -121,6 +232,17 @@ class FaissStore(Store):
                 self._docs.close()
             self._docs = DocStore(self._work / DOCS_FILE)
         return self._docs
+
+    def _take_new_root(self) -> None:
+        """Create the folder of a new index, lock it and mark it as an index (first write only)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic.check_root(self.root)
+        self._lock = atomic.WriterLock(self.root)
+        if atomic.read_current(self.root) is not None:
+            raise StoreError(f"another process created an index at {self.root} while this one was preparing; "
+                             "run again to update it")
+        atomic.clean_stale(self.root)
+        atomic.prepare_root(self.root)
 
     def _require_init(self) -> Manifest:
         if self._manifest is None:
@@ -212,6 +334,7 @@ class FaissStore(Store):
         self._manifest = Manifest(store=self.kind, dim=self._manifest.dim, model=self._manifest.model, count=count,
                                   index_type=self._index_type, search_params=self._manifest.search_params)
         (self._work / MANIFEST_FILE).write_text(json.dumps(self._manifest.to_dict(), indent=2))
+        atomic.prepare_root(self.root)  # an index written before the marker existed gets one now
         self._gen = atomic.publish(self.root, self._work)
         self._work = None
         self._docs = DocStore(self._gen / DOCS_FILE, readonly=True)

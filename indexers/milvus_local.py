@@ -13,21 +13,29 @@ otherwise be a logged traceback and "Open local milvus failed" into a ``StoreErr
 
 Servers are reference-counted per path so that closing the last store in this process stops the
 server and releases the lock (pymilvus would otherwise keep it until the process exits).
+
+Noise that is not the user's business is kept off stderr: pymilvus' client pings every 10 s even
+when idle, and Lite's gRPC server (default policy: one ping per 5 minutes without calls) answers
+with a GOAWAY "too_many_pings" that gRPC's C core prints; keepalive is pointless on loopback, so
+``CLIENT_OPTIONS`` turns it off. pymilvus' iterators warn on every use that Lite returns no mvccTs
+session timestamp (they fall back to the client's, which is right for a local index).
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
-import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from e5rag import fsutil
+
 from .base import StoreError
 
 LOCK_FILE = "LOCK"  # milvus_lite.db.LOCK_FILENAME
+CLIENT_OPTIONS = {"grpc_options": {"grpc.keepalive_permit_without_calls": 0, "grpc.keepalive_time_ms": 2**31 - 1}}
+_QUIET_LOGGERS = ("pymilvus.client.iterator",)  # "failed to set up mvccTs ..., use client-side ts instead"
+FAISS_MARKERS = {"CURRENT", "e5rag-index.json"}  # indexers.atomic: CURRENT, MARKER
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _LITE_ENTRIES = {"LOCK", "collections", "databases", ".database-staging", "aliases.json",
                  "database_properties.json", "snapshots"}
@@ -54,7 +62,7 @@ def check_path(path: Path, readonly: bool) -> None:
     if path.is_dir():
         entries = {p.name for p in path.iterdir()}
         if entries and not entries & _LITE_ENTRIES:
-            hint = " (it looks like a FAISS index: pass --store faiss)" if "CURRENT" in entries else ""
+            hint = " (it looks like a FAISS index: pass --store faiss)" if entries & FAISS_MARKERS else ""
             raise StoreError(f"{path} is a directory that is not a Milvus Lite index{hint}")
         return
     if readonly:
@@ -65,21 +73,7 @@ def check_path(path: Path, readonly: bool) -> None:
 
 def locked_by_another_process(path: Path) -> bool:
     """True when some process holds Milvus Lite's lock on ``path`` (call only when this one does not)."""
-    lock = path / LOCK_FILE
-    if not lock.is_file():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return fsutil.is_locked(path / LOCK_FILE)
 
 
 def in_use_message(path: Path) -> str:
@@ -129,6 +123,9 @@ def acquire(path: Path, readonly: bool) -> str:
     check_path(path, readonly)
     key = str(path.resolve())
     manager = _manager()
+    for name in _QUIET_LOGGERS:
+        if logging.getLogger(name).level < logging.ERROR:
+            logging.getLogger(name).setLevel(logging.ERROR)
     with _lock:
         # The server of a path already open in this process holds the lock itself: no probe then.
         served = _open.get(key, 0) > 0 or key in getattr(manager, "_servers", {})

@@ -31,9 +31,12 @@ from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
+
+from e5rag.redact import redact as redact_text
+from e5rag.redact import redact_url
 
 from . import milvus_local
 from .base import (
@@ -101,11 +104,8 @@ def is_server_uri(location: str) -> bool:
 
 
 def redact(uri: str) -> str:
-    """The URI without a ``user:password@`` part, for messages."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    """The URI without a ``user:password@`` part (or credential parameters), for messages."""
+    return redact_url(uri)
 
 
 def _one_line(message: str, expr: str | None) -> str:
@@ -127,6 +127,7 @@ class MilvusStore(Store):
         self.uri = str(uri)
         self.lite = not is_server_uri(self.uri)
         self.location = self.uri if self.lite else redact(self.uri)
+        self._secrets = (token, urlsplit(self.uri).password) if not self.lite else (token,)
         collection = DEFAULT_COLLECTION if collection is None else collection
         if not isinstance(collection, str) or not _NAME.match(collection):
             raise StoreInputError(f"collection {collection!r} is not a valid Milvus collection name: use letters, "
@@ -147,7 +148,8 @@ class MilvusStore(Store):
             self._acquired = self.lite
             with self._rpc("connect to"):
                 self._client = pymilvus.MilvusClient(uri=target, token=token or "", db_name=db_name or "",
-                                                     timeout=timeout)
+                                                     timeout=timeout,
+                                                     **(milvus_local.CLIENT_OPTIONS if self.lite else {}))
             if db_name:
                 self._ensure_database(db_name)
             self._manifest = self._open_collection()
@@ -171,10 +173,10 @@ class MilvusStore(Store):
         try:
             yield
         except grpc.RpcError as exc:  # e.g. an RPC an older server does not implement
-            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            detail = redact_text(exc.details() if hasattr(exc, "details") else str(exc), self._secrets)
             raise StoreError(f"could not {action} Milvus index {self._where()}: {detail}") from None
         except MilvusException as exc:
-            message = _one_line(exc.message or str(exc), sent_expr)
+            message = redact_text(_one_line(exc.message or str(exc), sent_expr), self._secrets)
             unreachable = (MilvusUnavailableException, ConnectionNotExistException, ConnectionConfigException)
             if filter_expr is not None and not isinstance(exc, unreachable):
                 raise UnsupportedFilterError(f"Milvus could not evaluate the filter {filter_expr!r}: {message}") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import InputError
+from .textio import decoded_lines
 
 
 def parse_json_object(line: str, where: str) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def iter_json_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for number, line in numbered_lines(fh):
+    with open(path, "rb") as fh:  # decoded line by line: a bad byte is reported with its line
+        for number, line in decoded_lines(fh, str(path)):
             where = f"{path} line {number}"
             yield where, parse_json_object(line, where)

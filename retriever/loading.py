@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from e5rag.fsutil import publish_dir
+
 from .errors import ModelLoadError
-from .fsutil import publish_dir
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from e5rag.indexers import Document
 
 from .errors import InputError
-from .jsonl import numbered_lines as _lines
 from .jsonl import parse_json_object as _parse_json_line
+from .textio import decoded_lines, read_text_file
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid")
 TEXT_EXTENSIONS = (".txt", ".md")
@@ -52,7 +52,7 @@ def document_from_row(row: dict[str, Any], fields: FieldNames, where: str) -> Do
     text, title = row[fields.text], row.get(fields.title) or ""
     if not isinstance(text, str) or not isinstance(title, str):
         raise InputError(f"{where}: text and title must be strings")
-    doc_id = str(row[id_field])
+    doc_id = _id_text(row[id_field], id_field, where)
     if not doc_id:
         raise InputError(f"{where}: the id is empty")
     if not (title + text).strip():
@@ -63,8 +63,16 @@ def document_from_row(row: dict[str, Any], fields: FieldNames, where: str) -> Do
     return Document(doc_id, text, title, meta)
 
 
-def _read_handle(handle: TextIO, name: str, stem: str, fields: FieldNames) -> Iterator[Document]:
-    lines = _lines(handle)
+def _id_text(value: Any, field: str, where: str) -> str:
+    """An id as text: strings and numbers only (``null`` would otherwise become the id "None")."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        shown = "null" if value is None else type(value).__name__
+        raise InputError(f"{where}: the id field {field!r} is {shown}; give every item a string or number id")
+    return str(value)
+
+
+def _read_handle(handle: IO, name: str, stem: str, fields: FieldNames) -> Iterator[Document]:
+    lines = decoded_lines(handle, name)
     first = next(lines, None)
     if first is None:
         return
@@ -94,13 +102,13 @@ def iter_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), st
             if not files:
                 raise InputError(f"{path} holds no .txt or .md files")
             for f in files:
-                text = f.read_text(encoding="utf-8", errors="replace").strip()
+                text = read_text_file(f).strip()
                 if text:
                     yield Document(str(f.relative_to(path)), text, "", {"path": str(f)})
             continue
         if not path.is_file():
             raise InputError(f"{source}: no such file or directory")
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:
             yield from _read_handle(fh, str(path), path.stem, fields)
 
 
@@ -122,7 +130,7 @@ def read_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), st
 def read_queries(handle: TextIO, name: str = "<stdin>") -> list[Query]:
     """Queries as plain lines, or JSONL ``{"id", "text", "task"}`` (``task`` optional)."""
     out: list[Query] = []
-    for number, line in _lines(handle):
+    for number, line in decoded_lines(handle, name):
         where = f"{name} line {number}"
         if line.lstrip().startswith("{"):
             row = _parse_json_line(line, where)
@@ -132,7 +140,8 @@ def read_queries(handle: TextIO, name: str = "<stdin>") -> list[Query]:
             task = row.get("task")
             if task is not None and (not isinstance(task, str) or not task.strip()):
                 raise InputError(f"{where}: \"task\" must be a non-empty string")
-            out.append(Query(str(row.get("id", row.get("_id", number))), text, task))
+            id_field = "id" if "id" in row else "_id"
+            out.append(Query(_id_text(row.get(id_field, number), id_field, where), text, task))
         else:
             out.append(Query(str(number), line.strip()))
     return out

@@ -3,7 +3,9 @@
 Retries cover 429, 5xx, timeouts and connection errors: exponential backoff with full jitter
 (AWS architecture blog, "Exponential Backoff And Jitter"), and a server's ``Retry-After`` is
 honoured when present. 401/403/404 stop the run (wrong key, model or URL); other 4xx drop the
-request. The API key is read from the environment and only ever placed in the request header.
+request. The API key is read from the environment and only ever placed in the request header;
+every message that carries the URL or a server's reply goes through ``e5rag.redact`` first, so
+neither the key nor a ``user:password@`` in ``--base-url`` is ever printed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import os
 import random
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from e5rag.retriever._optional import require
+
+from e5rag.redact import redact, redact_url
 
 from .backend import ChatRequest, Completion, RequestFailed, SynthError
 
@@ -56,8 +61,10 @@ class OpenAIChatBackend:
         httpx = require("httpx", "synth", "the HTTP synth backend")
         self.config, self.name = config, config.model
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._shown_url = redact_url(self._url)
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        self._secrets = (key, urlsplit(self._url).password)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.AsyncClient(
@@ -86,13 +93,14 @@ class OpenAIChatBackend:
                 reason = f"connection_error ({type(exc).__name__})"
             else:
                 if resp.status_code == 200:
-                    return _completion(resp, retries)
+                    return _completion(resp, retries, self._secrets)
                 if resp.status_code in _FATAL:
-                    raise SynthError(f"{self._url} answered HTTP {resp.status_code}: {_FATAL[resp.status_code]}"
-                                     f" (check --base-url, --model and the {cfg.api_key_env or 'API key'} "
+                    raise SynthError(f"{self._shown_url} answered HTTP {resp.status_code}: "
+                                     f"{_FATAL[resp.status_code]} (check --base-url, --model and the {cfg.api_key_env or 'API key'} "
                                      f"variable)")
                 if resp.status_code != 429 and resp.status_code < 500:
-                    raise RequestFailed(f"http_{resp.status_code}", retries, resp.text[:200])
+                    raise RequestFailed(f"http_{resp.status_code}", retries,
+                                        redact(resp.text, self._secrets)[:200].replace("\n", " "))
                 reason = f"http_{resp.status_code}"
                 hinted = retry_after_seconds(resp.headers.get("retry-after"))
                 wait = hinted if hinted is not None else wait
@@ -106,13 +114,13 @@ class OpenAIChatBackend:
         await self._client.aclose()
 
 
-def _completion(resp, retries: int) -> Completion:
+def _completion(resp, retries: int, secrets: tuple[str | None, ...] = ()) -> Completion:
     try:
         body = resp.json()
         choice = body["choices"][0]
         text = choice["message"].get("content") or ""
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise RequestFailed("bad_response", retries, repr(exc)) from None
+        raise RequestFailed("bad_response", retries, redact(repr(exc), secrets)[:200]) from None
     usage = body.get("usage") or {}
     return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
                       retries, choice.get("finish_reason"))

@@ -3,13 +3,13 @@ and the data position (the step: batches are a pure function of it, see ``sample
 
 A checkpoint is written to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` when
 complete, then ``checkpoints/latest`` is replaced (write + rename): a kill at any moment leaves
-either the previous checkpoint or the new one, never half of one.
+either the previous checkpoint or the new one, never half of one. Nothing is pickled: the RNG
+state is JSON (``rng-rankN.json``), the adapter safetensors.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from e5rag.retriever.errors import InputError
+
+from e5rag import fsutil
 
 from .distributed import DistInfo, barrier
 
@@ -44,24 +46,39 @@ def list_checkpoints(output: str | Path) -> list[Path]:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python's, numpy's, torch's (and CUDA's) generator states as plain JSON values (no pickle)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state().tolist()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    """Restore what ``rng_state`` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def _write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def rng_file(checkpoint: Path, rank: int) -> Path:
+    return checkpoint / f"rng-rank{rank}.json"
+
+
+def _refuse_pickled_rng(checkpoint: Path) -> None:
+    """Checkpoints of e5rag before 0.2 kept the RNG state as ``rng-rank*.pt`` pickles: never loaded."""
+    pickled = sorted(checkpoint.glob("rng-rank*.pt"))
+    if pickled and not any(checkpoint.glob("rng-rank*.json")):
+        raise InputError(f"resume: {checkpoint} was written by an older e5rag that saved the RNG state as a pickle "
+                         f"({pickled[0].name}); e5rag never loads pickles (they can run code): start a new "
+                         "--output, or resume that run with the e5rag version that wrote it")
 
 
 def save_checkpoint(output: str | Path, step: int, backend, state: dict[str, Any], info: DistInfo,
@@ -79,16 +96,14 @@ def save_checkpoint(output: str | Path, step: int, backend, state: dict[str, Any
     barrier()
     backend.save_state(tmp, info.is_main)
     adapter = backend.adapter_state()
-    torch.save(rng_state(), tmp / f"rng-rank{info.rank}.pt")
+    fsutil.atomic_write_json(rng_file(tmp, info.rank), rng_state(), indent=None)
     if info.is_main:
         save_adapter(backend.peft_model, tmp / ADAPTER, adapter)
-        _write_json_atomic(tmp / STATE_FILE, {**state, "step": step, "world_size": info.world_size})
+        fsutil.atomic_write_json(tmp / STATE_FILE, {**state, "step": step, "world_size": info.world_size})
     barrier()
     if info.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _write_json_atomic(root / "latest", {"checkpoint": final.name})
+        fsutil.replace_dir(tmp, final)
+        fsutil.atomic_write_json(root / "latest", {"checkpoint": final.name})
         for old in list_checkpoints(output)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
@@ -130,13 +145,14 @@ def load_checkpoint(checkpoint: Path, backend, info: DistInfo) -> dict[str, Any]
 
     from .model import adapter_state_dict, peft_key
 
+    _refuse_pickled_rng(checkpoint)
     saved = load_file(str(checkpoint / ADAPTER / "adapter_model.safetensors"))
     # PEFT stores keys without the adapter name ("...lora_A.weight"); map them onto our parameters.
     # A DeepSpeed engine restores the module itself (from its own files in the checkpoint).
     current = {} if hasattr(backend, "engine") else adapter_state_dict(backend.peft_model)
     adapter = {name: saved[peft_key(name)] for name in current}
     backend.load_state(checkpoint, adapter)
-    rng_file = checkpoint / f"rng-rank{info.rank}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    path = rng_file(checkpoint, info.rank)
+    if path.is_file():
+        set_rng_state(json.loads(path.read_text(encoding="utf-8")))
     return read_state(checkpoint)

@@ -8,7 +8,6 @@ costs nothing extra per token.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from e5rag.retriever.loading import (
     resolve_source,
     weights_dir,
 )
+
+from e5rag import fsutil
 
 from .model import base_model_arg
 
@@ -94,9 +95,7 @@ def merge_adapter(model: str | None, adapter: str | Path, out: str | Path, toler
         if not gap <= tolerance:
             raise MergeMismatchError(f"merged and unmerged embeddings differ by up to {gap:.3g} (> tolerance "
                                      f"{tolerance:g}); nothing was written to {out}")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        fsutil.replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return MergeReport(out, gap, tolerance, texts)

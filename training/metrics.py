@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from e5rag import fsutil
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -46,9 +47,7 @@ class MetricsLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and path.is_file():
             kept = [line for line in read_metrics_lines(path) if json.loads(line).get("step", 0) <= resume_step]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, path)
+            fsutil.atomic_write_text(path, "".join(line + "\n" for line in kept))
         elif resume_step is None and path.exists():
             path.unlink()
         self._fh = open(path, "a", encoding="utf-8")

@@ -10,13 +10,14 @@ The output is synthetic-format JSONL (``task, query, positive, negative``), one 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from e5rag.retriever.errors import InputError
 from e5rag.retriever.instructions import format_document
+
+from e5rag import fsutil
 
 from .beir import BeirDataset, beir_task, load_beir, positives
 
@@ -119,9 +120,8 @@ def mine_hard_negatives(config: MineConfig) -> MineReport:
         ranked = _ranked_index(config, data, qids, task, hi)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     rows = empty = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with fsutil.atomic_open(out) as fh:
         for n, (qid, ranking) in enumerate(zip(qids, ranked, strict=True)):
             window = [d for d in ranking[lo - 1:hi] if d not in relevant[qid] and d in corpus]
             if config.num_negatives and len(window) > config.num_negatives:
@@ -138,5 +138,4 @@ def mine_hard_negatives(config: MineConfig) -> MineReport:
                     "source": f"e5rag mine {Path(config.dataset).name} {config.split} ranks {lo}-{hi}",
                 }, ensure_ascii=False) + "\n")
                 rows += 1
-    os.replace(tmp, out)
     return MineReport(out, rows, len(qids), empty)

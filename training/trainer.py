@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import torch
 from e5rag.retriever.errors import InputError
+
+from e5rag import fsutil
 
 from . import distributed as dist
 from .backend import make_backend
@@ -82,12 +83,7 @@ def _export_adapter(config: TrainConfig, backend, info: dist.DistInfo) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         save_adapter(backend.peft_model, tmp, adapter)
         (tmp / "e5rag_training.json").write_text(json.dumps({"config": config.to_dict()}, indent=2) + "\n")
-        if final.exists():
-            old = final.with_name(".adapter.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, final)
+        fsutil.replace_dir(tmp, final)
     dist.barrier()
     return final
 

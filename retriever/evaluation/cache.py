@@ -11,9 +11,9 @@ interrupted run (a long CPU encode) resumes where it stopped instead of starting
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from e5rag.indexers import Document
 
+from e5rag.fsutil import atomic_write_bytes, publish_dir
+
 from ..fingerprint import ModelFingerprint
-from ..fsutil import publish_dir
 from ..instructions import format_document
 from ..loading import cache_dir
 
@@ -119,9 +120,9 @@ class EmbeddingCache:
         """Keep one finished chunk (written to a temporary file, then renamed)."""
         folder = self._partial_dir(fingerprint, docs, chunk)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tmp-{os.getpid()}-{index}.npy"
-        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
-        os.replace(tmp, folder / f"chunk-{index:06d}.npy")
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(vectors, dtype=np.float32))
+        atomic_write_bytes(folder / f"chunk-{index:06d}.npy", buffer.getvalue(), unique=True)
 
     def drop_chunks(self, fingerprint: ModelFingerprint, docs: Sequence[Document], chunk: int) -> None:
         shutil.rmtree(self._partial_dir(fingerprint, docs, chunk), ignore_errors=True)

@@ -186,7 +186,7 @@ def test_killed_writer_leaves_previous_index_intact(tmp_path):
         store.upsert([Document("b", "after")], np.ones((1, 16), np.float32))
         store.commit()
         assert store.count() == 51
-    assert sorted(p for p in os.listdir(path) if not p.startswith(".lock")) == ["CURRENT", "gen-000002"]
+    assert sorted(p for p in os.listdir(path) if not p.startswith(".lock")) == ["CURRENT", "e5rag-index.json", "gen-000002"]
 
 
 _LOOPER = textwrap.dedent("""
