@@ -129,13 +129,15 @@ def search_run(workdir: Path, args: argparse.Namespace, dim: int) -> list[dict]:
         store.commit()
         build_s = time.perf_counter() - t0
         params = store.manifest.search_params
-        qps, found = timed_search(lambda q, store=store: [[int(h.document.id[1:]) for h in row]
-                                                          for row in store.search(q, 10)],
-                                  queries, args.batch)
         raw = store._index  # the FAISS object the store searches, called the way a FAISS user would
         raw_params = _raw_params(params)
-        raw_qps, _ = timed_search(lambda q, raw=raw, rp=raw_params: raw.search(q, 10, params=rp)[1].tolist(),
-                                  queries, args.batch)
+        qps = raw_qps = 0.0
+        for _ in range(args.rounds):  # interleaved, best of each: a shared machine's load shifts between runs
+            q1, found = timed_search(lambda q, store=store: [[int(h.document.id[1:]) for h in row]
+                                                             for row in store.search(q, 10)], queries, args.batch)
+            q2, _ = timed_search(lambda q, raw=raw, rp=raw_params: raw.search(q, 10, params=rp)[1].tolist(),
+                                 queries, args.batch)
+            qps, raw_qps = max(qps, q1), max(raw_qps, q2)
         rows.append({"dim": dim, "index": spec, "params": params, "build_s": build_s,
                      "recall": recall_at_k(found, exact), "qps": qps, "raw_qps": raw_qps})
         store.close()
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spread", type=float, default=1.5)
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3, help="search passes per index, interleaved with raw FAISS")
     p.add_argument("--skip-writes", action="store_true")
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--json-out", type=Path, default=None)
