@@ -19,11 +19,12 @@ running the same command again resumes (unchanged documents are skipped).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from e5rag.indexers import Document, Manifest, Store, detect_store
 from . import distributed as dist
 from .encoder import Encoder
 from .errors import E5RagError, InputError
-from .search import IndexReport, SearchIndex, model_record
+from .search import IndexReport, SearchIndex, model_record, windows
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class Shard:
             raise InputError(f"--shard {text}: I must be at least 0 and below N")
         return cls(i, n)
 
-    def select(self, docs: Sequence[Document]) -> list[Document]:
-        return [d for d in docs if shard_of(d.id, self.count) == self.index]
+    def select(self, docs: Iterable[Document]) -> Iterator[Document]:
+        """The documents of this shard, in input order (streamed)."""
+        return (d for d in docs if shard_of(d.id, self.count) == self.index)
 
 
 def shard_of(doc_id: str, count: int) -> int:
@@ -85,7 +87,7 @@ def slice_bounds(n: int, parts: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- the job
-def run_index_job(docs: Sequence[Document], location: str, open_store: Callable[[], Store],
+def run_index_job(docs: Iterable[Document], location: str, open_store: Callable[[], Store],
                   load_encoder: EncoderLoader, *, device_type: str, store_kind: str | None = None,
                   shard: Shard | None = None, batch_size: int = 16, commit_every: int = 4096,
                   skip_unchanged: bool = True) -> IndexReport | None:
@@ -136,18 +138,25 @@ def _stopped_by_launcher(info: dist.DistInfo):
 
 
 def _add_own_shard(docs, open_store, load_encoder, shard, batch_size, commit_every, skip_unchanged) -> IndexReport:
-    mine = shard.select(docs)
     store = open_store()
     try:
         encoder, source, adapter = load_encoder(store.manifest)
         index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-        if not mine:  # a valid, empty shard: still create the collection so every shard finds it
-            if store.manifest is None:
-                store.initialize(encoder.dim, model_record(encoder, source, adapter))
-            return IndexReport(0, 0, 0, store.count())
-        return index.add(mine, batch_size=batch_size, commit_every=commit_every, skip_unchanged=skip_unchanged)
+        if store.manifest is None:  # created even by a shard that turns out empty, so every shard finds it
+            store.initialize(encoder.dim, model_record(encoder, source, adapter))
+        return _add_if_any(index, shard.select(docs), batch_size, commit_every, skip_unchanged)
     finally:
         store.close()
+
+
+def _add_if_any(index: SearchIndex, docs, batch_size, commit_every, skip_unchanged) -> IndexReport:
+    """``index.add`` of a shard's documents (streamed); a shard with none adds nothing."""
+    stream = iter(docs)
+    first = next(stream, None)
+    if first is None:
+        return IndexReport(0, 0, 0, index.store.count())
+    return index.add(itertools.chain([first], stream), batch_size=batch_size, commit_every=commit_every,
+                     skip_unchanged=skip_unchanged)
 
 
 @contextmanager
@@ -191,9 +200,11 @@ def _share(info: dist.DistInfo, outcome: tuple[bool, object], what: str):
 
 
 def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged) -> IndexReport | None:
-    """FAISS / Milvus Lite: every rank encodes a slice of each commit, rank 0 writes it."""
-    docs = list(docs)
-    store = index = None
+    """FAISS / Milvus Lite: every rank encodes a slice of each commit, rank 0 writes it.
+
+    Every rank reads the input ``commit_every`` documents at a time (the same windows); rank 0 says
+    which of each window need embedding, so no rank holds more than about two commits' documents."""
+    store = None
     try:
         if info.is_main:
             opened = _status(open_store)
@@ -203,50 +214,78 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
         else:
             manifest = _share(info, (True, None), "opening the index")
         encoder, source, adapter = load_encoder(manifest)
-
-        def plan():
-            nonlocal index
-            index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-            todo, updated, skipped = index.plan_add(docs, skip_unchanged)
-            position = {d.id: i for i, d in enumerate(docs)}
-            return len(docs), [position[d.id] for d in todo], updated, skipped
-
-        outcome = _status(plan) if info.is_main else (True, None)
-        n_docs, todo, updated, skipped = _share(info, outcome, "planning what to embed")
-        if n_docs != len(docs):
-            raise JobFailedError(f"rank {info.rank} read {len(docs)} documents but rank 0 read {n_docs}: "
-                                 "every rank must read the same input")
-        committed = (lambda: store.count()) if store is not None else None
-        if store is not None:
+        index = None
+        if info.is_main:
+            built = _status(lambda: SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter))
+            index = built[1] if built[0] else None
+            _share(info, (built[0], None if built[0] else built[1]), "checking the model")
             _committed.count = store.count()
-        for start in range(0, len(todo), commit_every):
-            chunk = [docs[i] for i in todo[start:start + commit_every]]
+        else:
+            _share(info, (True, None), "checking the model")
+        committed = (lambda: store.count()) if store is not None else None
+
+        def write(chunk: list[Document], first: int) -> None:
             bounds = slice_bounds(len(chunk), info.world_size)
             part = chunk[bounds[info.rank]:bounds[info.rank + 1]]
             vectors = (encoder.encode_document([d.text for d in part], [d.title for d in part], batch_size=batch_size,
                                                show_progress_bar=None if info.is_main else False)
                        if part else np.zeros((0, encoder.dim), np.float32))
-            with _collective(info, f"gathering the vectors of documents {start + 1}-{start + len(chunk)}",
-                             committed):
+            with _collective(info, f"gathering the vectors of documents {first + 1}-{first + len(chunk)}", committed):
                 parts = dist.gather_objects(vectors)
             if info.is_main:
                 store.upsert(chunk, np.concatenate(parts))
                 store.commit()
                 _committed.count = store.count()
+
+        todo: list[Document] = []
+        embedded = updated = skipped = 0
+        windows_read = 0
+        stream = windows(docs, commit_every)
+        while True:
+            window = next(stream, None)
+            if info.is_main:
+                outcome = _status(lambda w=window: None if w is None else (len(w), *_plan(index, w, skip_unchanged)))
+            else:
+                outcome = (True, None)
+            plan = _share(info, outcome, "planning what to embed")
+            mine = None if window is None else len(window)
+            if (plan[0] if plan is not None else None) != mine:
+                raise JobFailedError(f"rank {info.rank} read {'no' if mine is None else mine} documents in window "
+                                     f"{windows_read + 1} but rank 0 read {plan[0] if plan else 'none'}: every rank "
+                                     "must read the same input")
+            if plan is None:
+                break
+            windows_read += 1
+            _, positions, up, sk = plan
+            todo += [window[i] for i in positions]
+            updated, skipped = updated + up, skipped + sk
+            while len(todo) >= commit_every:
+                write(todo[:commit_every], embedded)
+                embedded += commit_every
+                todo = todo[commit_every:]
+        if not windows_read:
+            raise InputError("no documents to index")
+        if todo:
+            write(todo, embedded)
+            embedded += len(todo)
         if not info.is_main:
             return None
         store.commit()
-        return IndexReport(added=len(todo) - updated, updated=updated, skipped=skipped, total=store.count())
+        return IndexReport(added=embedded - updated, updated=updated, skipped=skipped, total=store.count())
     finally:
         if store is not None:
             store.close()
 
 
+def _plan(index: SearchIndex, window: list[Document], skip_unchanged: bool) -> tuple[list[int], int, int]:
+    """(positions in ``window`` to embed, how many replace stored documents, how many are unchanged)"""
+    todo, updated, skipped = index.plan_add(window, skip_unchanged)
+    position = {d.id: i for i, d in enumerate(window)}
+    return [position[d.id] for d in todo], updated, skipped
+
+
 def _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged) -> IndexReport | None:
     """Milvus server: rank 0 creates the collection if needed, then every rank writes its own shard."""
-    docs = list(docs)
-    if not docs:
-        raise InputError("no documents to index")
     shard = Shard(info.rank, info.world_size)
     store = None
     try:
@@ -271,9 +310,7 @@ def _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, 
             store = open_store()
             encoder, source, adapter = load_encoder(store.manifest)
         index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-        mine = shard.select(docs)
-        report = (index.add(mine, batch_size=batch_size, commit_every=commit_every, skip_unchanged=skip_unchanged)
-                  if mine else IndexReport(0, 0, 0, 0))
+        report = _add_if_any(index, shard.select(docs), batch_size, commit_every, skip_unchanged)
         with _collective(info, "collecting the shards' reports"):
             reports = dist.gather_objects(report)
         if not info.is_main:

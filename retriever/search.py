@@ -5,10 +5,11 @@ instruction; every query brings its own task.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from e5rag.indexers import Document, Hit, Store, open_store
@@ -18,6 +19,7 @@ from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     return record
 
 
+def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter; none is empty)."""
+    it = iter(items)
+    while window := list(islice(it, size)):
+        yield window
+
+
 class SearchIndex:
     """Encoder + store. ``add`` embeds documents; ``search`` embeds queries with their task."""
 
@@ -89,19 +98,38 @@ class SearchIndex:
             raise
 
     # ------------------------------------------------------------------ writing
-    def add(self, docs: Sequence[Document], *, batch_size: int = 16, commit_every: int = 4096,
+    def add(self, docs: Iterable[Document], *, batch_size: int = 16, commit_every: int = 4096,
             skip_unchanged: bool = True, show_progress_bar: bool | None = None) -> IndexReport:
-        """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that."""
-        docs = list(docs)
-        todo, updated, skipped = self.plan_add(docs, skip_unchanged)
-        for start in range(0, len(todo), commit_every):
-            chunk = todo[start:start + commit_every]
-            vectors = self.encoder.encode_document([d.text for d in chunk], [d.title for d in chunk],
-                                                   batch_size=batch_size, show_progress_bar=show_progress_bar)
-            self.store.upsert(chunk, vectors)
-            self.store.commit()
+        """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that.
+
+        ``docs`` may be any iterable (e.g. ``stream_documents``): it is read ``commit_every`` at a time,
+        so memory holds about two commits' documents whatever the corpus size."""
+        if commit_every < 1:
+            raise InputError(f"commit_every must be at least 1, got {commit_every}")
+        todo: list[Document] = []
+        embedded = updated = skipped = 0
+        window = None
+        for window in windows(docs, commit_every):
+            fresh, up, sk = self.plan_add(window, skip_unchanged)
+            todo += fresh
+            updated, skipped = updated + up, skipped + sk
+            while len(todo) >= commit_every:
+                embedded += self._write(todo[:commit_every], batch_size, show_progress_bar)
+                todo = todo[commit_every:]
+        if window is None:
+            raise InputError("no documents to index")
+        if todo:
+            embedded += self._write(todo, batch_size, show_progress_bar)
         self.store.commit()
-        return IndexReport(added=len(todo) - updated, updated=updated, skipped=skipped, total=self.store.count())
+        return IndexReport(added=embedded - updated, updated=updated, skipped=skipped, total=self.store.count())
+
+    def _write(self, chunk: list[Document], batch_size: int, show_progress_bar: bool | None) -> int:
+        """Embed, upsert and commit one chunk. -> its size"""
+        vectors = self.encoder.encode_document([d.text for d in chunk], [d.title for d in chunk],
+                                               batch_size=batch_size, show_progress_bar=show_progress_bar)
+        self.store.upsert(chunk, vectors)
+        self.store.commit()
+        return len(chunk)
 
     def plan_add(self, docs: Sequence[Document], skip_unchanged: bool = True) -> tuple[list[Document], int, int]:
         """What ``add`` will embed: (documents to embed, how many of them replace a stored one,

@@ -39,13 +39,17 @@ def run(args: argparse.Namespace) -> int:
     from e5rag.retriever.errors import InputError
     from e5rag.retriever.parallel_index import Shard, run_index_job
     from e5rag.retriever.search import SearchIndex
-    from e5rag.retriever.sources import FieldNames, read_documents
+    from e5rag.retriever.sources import FieldNames, stream_documents
 
     from .common import load_encoder_for, load_encoder_for_manifest
 
     if args.commit_every < 1:
         raise InputError(f"--commit-every must be at least 1, got {args.commit_every}")
-    docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))
+    fields = FieldNames(args.id_field, args.text_field, args.title_field)
+    if "-" not in args.sources:  # files are checked whole first, streamed (a bad line fails before the model loads)
+        for _ in stream_documents(args.sources, fields):
+            pass
+    docs = stream_documents(args.sources, fields)  # then streamed again into the index: bounded memory
     if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
         report = run_index_job(docs, args.index, lambda: open_store(args.index, index_type=args.index_type,
                                                                    **store_options(args)),
