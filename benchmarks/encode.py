@@ -1,7 +1,7 @@
 """Encode throughput: e5rag vs sentence-transformers on the same model and texts, from one run,
 next to the machine's measured fp32 matmul GFLOP/s and the ceiling it implies.
 
-    .venv/bin/python benchmarks/encode.py --data ../shared/datasets/scifact/corpus.jsonl --n 512
+    .venv/bin/python benchmarks/encode.py --data beir/scifact/corpus.jsonl --n 512
     .venv/bin/python benchmarks/encode.py                  # synthetic texts, the embedded default
 
 Ceiling: tokens/s <= GFLOP/s / FLOPs-per-token, where FLOPs-per-token = 2 x (non-embedding

@@ -1,8 +1,8 @@
-"""Held-out pairs for training runs: split ../shared/train-data into training files and a held-out
+"""Held-out pairs for training runs: split a folder of training JSONL files into training files and a held-out
 set (whole positives held out, chosen by SHA-256, so no held-out document is ever trained on), and
 score an adapter on the held-out set (MRR of each query's positive among its source's positives).
 
-    .venv/bin/python benchmarks/heldout.py split /work/shared/train-data --out data/
+    .venv/bin/python benchmarks/heldout.py split train-data --out data/
     .venv/bin/python benchmarks/heldout.py score data/heldout.jsonl --adapter runs/x/adapter --max-length 128
 
 This is a quick check that a run learns something that transfers (the base scores at chance);

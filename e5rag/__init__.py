@@ -22,7 +22,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a tree that was 
 # never runs the retriever, and torch is imported only when the encoder or the index is used.
 _PUBLIC = {
     "Encoder": "e5rag.retriever.encoder", "SearchIndex": "e5rag.retriever.search",
-    "E5RagError": "e5rag.retriever.errors", "IndexMismatchError": "e5rag.retriever.errors",
+    "E5RagError": "e5rag.errors", "IndexMismatchError": "e5rag.retriever.errors",
     "InputError": "e5rag.retriever.errors", "ModelLoadError": "e5rag.retriever.errors",
     "ModelFingerprint": "e5rag.retriever.fingerprint", "Task": "e5rag.retriever.tasks",
     "list_tasks": "e5rag.retriever.tasks", "resolve_task": "e5rag.retriever.tasks",

@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from e5rag import Encoder, SearchIndex
-from e5rag.langchain import E5Retriever
 from e5rag.retriever.loading import load_causal_lm
 from e5rag.retriever.sources import read_documents, read_queries
 from langchain_core.documents import Document
@@ -28,6 +26,9 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import ConfigurableField, RunnableLambda, RunnableParallel, RunnablePassthrough
+
+from e5rag import Encoder, SearchIndex
+from e5rag.langchain import E5Retriever
 
 # Two questions, two tasks, one index: a claim checked against evidence, then a how-to question.
 DEFAULT_QUESTIONS = [

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from e5rag.errors import E5RagError
+
 FORMAT_VERSION = 1
 
 
-class StoreError(Exception):
+class StoreError(E5RagError):
     """An index is missing, damaged, in use, or cannot do what was asked."""
 
 
@@ -134,6 +136,19 @@ class Store(ABC):
     @abstractmethod
     def upsert(self, docs: Sequence[Document], vectors: np.ndarray) -> None:
         """Add documents, replacing any with the same id. vectors: (len(docs), dim) float32."""
+
+    @abstractmethod
+    def update_metadata(self, docs: Sequence[Document]) -> None:
+        """Store new metadata (and content hash) for existing documents, keeping their vectors bit
+        for bit: for documents whose text and title are unchanged, so nothing is re-embedded."""
+
+    @staticmethod
+    def _check_existing(docs: Sequence[Document], found: Iterable[str]) -> None:
+        """For ``update_metadata``: refuse ids the store does not hold."""
+        missing = sorted({d.id for d in docs} - set(found))
+        if missing:
+            raise StoreInputError(f"cannot update metadata of {len(missing)} document(s) not in the index "
+                                  f"(e.g. {missing[0]!r}): add them with upsert")
 
     @abstractmethod
     def delete(self, ids: Sequence[str]) -> int:

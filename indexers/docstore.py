@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .base import Document
-from .filters import Condition, json_type
+from .filter_sql import to_sql
+from .filters import Filter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -85,24 +86,10 @@ class DocStore:
         docs = self.by_iid(list(iids.values()))
         return {id_: docs[iid] for id_, iid in iids.items()}
 
-    def matching_iids(self, conditions: Sequence[Condition]) -> list[int]:
-        """iids of documents meeting every condition (see ``indexers.filters``)."""
-        where, params = [], []
-        for cond in conditions:
-            kind, name = cond.field
-            ors = []
-            for value in cond.values:
-                if kind == "column":
-                    ors.append(f"{name} = ?")
-                    params.append(str(value))
-                else:
-                    path = "$." + json.dumps(name)
-                    types = json_type(value)
-                    ors.append(f"(json_extract(metadata, ?) = ? AND json_type(metadata, ?) IN ({','.join('?' * len(types))}))")
-                    params += [path, int(value) if isinstance(value, bool) else value, path, *types]
-            where.append("(" + " OR ".join(ors) + ")")
-        q = "SELECT iid FROM docs WHERE " + " AND ".join(where)
-        return [r[0] for r in self.conn.execute(q, params)]
+    def matching_iids(self, expr: Filter) -> list[int]:
+        """iids of documents the parsed filter accepts (see ``indexers.filters``)."""
+        where, params = to_sql(expr)
+        return [r[0] for r in self.conn.execute(f"SELECT iid FROM docs WHERE {where}", params)]
 
     def commit(self) -> None:
         self.conn.commit()

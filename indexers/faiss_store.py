@@ -267,6 +267,13 @@ class FaissStore(Store):
         else:
             self._pending.append((iids, vecs))
 
+    def update_metadata(self, docs: Sequence[Document]) -> None:
+        self._require_init()
+        check_documents(docs)
+        store = self._writable()
+        self._check_existing(docs, store.iids([d.id for d in docs]))
+        store.upsert(docs)  # the row keeps its iid, so its vector in the FAISS index is untouched
+
     def delete(self, ids: Sequence[str]) -> int:
         self._require_init()
         removed = self._writable().delete(list(ids))

@@ -1,15 +1,32 @@
-"""Milvus boolean expressions are passed to Milvus as they are, with one rewrite for Milvus Lite.
+"""Filters for Milvus: e5rag's grammar translated into Milvus' expression language.
 
-Milvus Lite 3.x refuses ``in`` on a JSON path (``metadata["lang"] in ["en", "fr"]``: "left side of
-'in' must be a field reference"), which a Milvus server and the FAISS store's filter subset
-(``indexers.filters``) both accept. ``expand_json_in`` rewrites each such clause into the equivalent
-``(metadata["lang"] == "en" or metadata["lang"] == "fr")`` (``not in`` into ``not (...)``), leaving
-string literals and every other part of the expression untouched.
+``milvus_expression`` parses a filter with ``indexers.filters`` (the grammar the FAISS store
+evaluates) and writes it for Milvus so that both Milvus Lite and a server give the FAISS store's
+results: every metadata comparison is guarded by ``exists`` (Milvus Lite treats a missing key as
+null, which ``not`` would keep null, where a server and FAISS say false, then true), and
+``metadata["k"] in [a, b]`` becomes ``== a or == b`` (Lite 3.x refuses ``in`` on a JSON path:
+"left side of 'in' must be a field reference").
+
+An expression outside that grammar (``id like "d%"``, ``json_contains(...)``, ``array_length``)
+is Milvus' own: it is passed on as written, and Milvus judges it. For Milvus Lite,
+``expand_json_in`` still rewrites its JSON-path ``in`` clauses, leaving string literals untouched.
 """
 
 from __future__ import annotations
 
 import re
+
+from .filters import (
+    And,
+    Compare,
+    Filter,
+    ForeignFilterError,
+    In,
+    Not,
+    format_filter,
+    format_literal,
+    parse_filter,
+)
 
 # A field with at least one subscript: metadata["a"], metadata['a'][0] ... then `in [` or `not in [`.
 _JSON_IN = re.compile(
@@ -69,3 +86,28 @@ def expand_json_in(expr: str) -> str:
         out.append(f"not {ors}" if m.group("neg") else ors)
         i = end
     return "".join(out)
+
+
+def to_milvus(node: Filter) -> str:
+    """A parsed filter as a Milvus boolean expression with the FAISS store's semantics."""
+    if isinstance(node, Compare) and node.field[0] == "metadata":
+        path = f"metadata[{format_literal(node.field[1])}]"
+        return f"((exists {path}) and {path} {node.op} {format_literal(node.value)})"
+    if isinstance(node, In) and node.field[0] == "metadata":
+        path = f"metadata[{format_literal(node.field[1])}]"
+        return f"((exists {path}) and (" + " or ".join(f"{path} == {format_literal(v)}" for v in node.values) + "))"
+    if isinstance(node, (Compare, In)):
+        return format_filter(node)  # id, title: plain VARCHAR fields
+    if isinstance(node, Not):
+        return f"not ({to_milvus(node.item)})"
+    joiner = " and " if isinstance(node, And) else " or "
+    return "(" + joiner.join(to_milvus(i) for i in node.items) + ")"
+
+
+def milvus_expression(expr: str, lite: bool) -> str:
+    """The expression sent to Milvus for a user's filter: translated when it is in e5rag's grammar,
+    Milvus' own expression otherwise (JSON-path ``in`` expanded for Lite)."""
+    try:
+        return to_milvus(parse_filter(expr))
+    except ForeignFilterError:  # Milvus' own language; errors in e5rag's grammar are raised as they are
+        return expand_json_in(expr) if lite else expr

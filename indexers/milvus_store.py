@@ -10,14 +10,15 @@ Deployment notes:
 * Milvus Lite (``*.db``): one process at a time may open an index, readers included; a second one
   gets a "... is in use by another process" ``StoreError`` (``indexers.milvus_local``). Default index
   FLAT (exact, like the FAISS default); Lite builds only FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ and
-  AUTOINDEX (= HNSW) and other types are refused. Lite rejects ``in`` on JSON paths, so
-  ``metadata["k"] in [..]`` is rewritten into ``==`` clauses (``indexers.milvus_filter``).
+  AUTOINDEX (= HNSW) and other types are refused.
 * Milvus server (``http(s)://host:19530``, with ``token``, ``db_name``): default AUTOINDEX; the
   server validates the index type. Collections are created with Strong consistency, so reads see
   every write that returned.
 * Writes are visible at once; ``commit()`` flushes, after which they survive the writing process
   being killed. Texts over 65,535 bytes are stored truncated with a warning (``indexers.milvus_rows``).
-* ``search(filter=EXPR)`` passes a Milvus boolean expression, e.g. ``metadata["year"] >= 2020``.
+* ``search(filter=EXPR)``: e5rag's filter grammar (``indexers.filters``) is translated so that Lite and
+  a server give the FAISS store's results (``indexers.milvus_filter``); any other Milvus boolean
+  expression (``id like "d%"``) is passed on as written.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ from .base import (
     check_documents,
     check_vectors,
 )
-from .milvus_filter import expand_json_in
+from .milvus_filter import milvus_expression
 from .milvus_rows import batches, id_chunks, ids_expr, to_document, to_rows
 from .milvus_schema import (
     DOC_FIELDS,
     HASH,
     ID,
     MAX_TOPK,
+    VECTOR,
     IndexConfig,
     build_index_params,
     build_schema,
@@ -318,6 +320,15 @@ class MilvusStore(Store):
                 self._client.upsert(self.collection, list(batch))
         self._dirty = True
 
+    def update_metadata(self, docs: Sequence[Document]) -> None:
+        """Milvus has no partial update: the rows are upserted again with their stored vectors."""
+        docs = list(docs)
+        check_documents(docs)
+        found = self._query_ids([d.id for d in docs], [VECTOR])
+        self._check_existing(docs, found)
+        if docs:
+            self.upsert(docs, np.asarray([found[d.id][VECTOR] for d in docs], dtype=np.float32))
+
     def delete(self, ids: Sequence[str]) -> int:
         self._writable()
         existing = list(self.content_hashes(list(dict.fromkeys(ids))))  # Milvus' delete count is not real
@@ -365,7 +376,7 @@ class MilvusStore(Store):
             raise StoreInputError(f"k must be between 1 and {MAX_TOPK} (Milvus' limit), got {k}")
         call = SearchParams(nprobe, ef)
         check_applies(call, manifest.index_type, lite_autoindex_is_hnsw=self.lite)
-        expr = (expand_json_in(filter) if self.lite else filter) if filter and filter.strip() else ""
+        expr = milvus_expression(filter, self.lite) if filter and filter.strip() else ""
         per_request = max(1, min(_MAX_RESULT_ROWS // k, _MAX_QUERY_BYTES // q[0].nbytes if len(q) else 1, MAX_TOPK))
         params = self._config.search_params(k, call)
         results: list[list[Hit]] = []

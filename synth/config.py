@@ -8,6 +8,8 @@ from typing import Literal
 
 from e5rag.retriever.errors import InputError
 
+from e5rag.redact import redact_url
+
 from .kinds import ALL_KINDS, KIND_SPECS, Kind
 from .languages import LANGUAGE_MODES, language_weights
 
@@ -40,7 +42,7 @@ class HttpBackendConfig:
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
-            raise InputError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise InputError(f"base_url must start with http:// or https://, got {redact_url(self.base_url)!r}")
         if not self.model:
             raise InputError("model: name the model the endpoint serves (e.g. --model gpt-4o-mini)")
         _positive("timeout_s", self.timeout_s)

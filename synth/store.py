@@ -82,7 +82,7 @@ class ExistingOutput:
 def load_existing(path: Path, seed: int) -> ExistingOutput:
     """Repair and read an output file; ``next_index`` follows the highest index used with ``seed``."""
     if path.is_dir():
-        raise InputError(f"--out {path} is a directory; give a .jsonl file path")
+        raise InputError(f"--output {path} is a directory; give a .jsonl file path")
     state = ExistingOutput(torn_bytes=repair_tail(path))
     if not path.is_file():
         return state

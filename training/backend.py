@@ -20,6 +20,7 @@ from .deepspeed_config import build_deepspeed_config
 from .distributed import average_gradients, broadcast_parameters
 from .model import adapter_state_dict, trainable_parameters
 from .optim import make_optimizer, warmup_steps_for
+from .statefile import load_state, save_state
 
 
 class TorchBackend:
@@ -57,15 +58,15 @@ class TorchBackend:
 
     def save_state(self, directory: Path, is_main: bool) -> None:
         if is_main:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                       directory / "optimizer.pt")
+            save_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                       directory, "optimizer")
 
     def load_state(self, directory: Path, adapter: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             named = dict(self.model.named_parameters())
             for name, value in adapter.items():
                 named[name].copy_(value)
-        state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+        state = load_state(directory, "optimizer")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 

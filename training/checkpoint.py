@@ -4,7 +4,8 @@ and the data position (the step: batches are a pure function of it, see ``sample
 A checkpoint is written to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` when
 complete, then ``checkpoints/latest`` is replaced (write + rename): a kill at any moment leaves
 either the previous checkpoint or the new one, never half of one. Nothing is pickled: the RNG
-state is JSON (``rng-rankN.json``), the adapter safetensors.
+state is JSON (``rng-rankN.json``), the adapter safetensors, the optimizer and scheduler state
+safetensors + JSON (``statefile.py``).
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def rng_file(checkpoint: Path, rank: int) -> Path:
 
 
 def _refuse_pickled_rng(checkpoint: Path) -> None:
-    """Checkpoints of e5rag before 0.2 kept the RNG state as ``rng-rank*.pt`` pickles: never loaded."""
-    pickled = sorted(checkpoint.glob("rng-rank*.pt"))
+    """Earlier e5rag checkpoints kept the RNG and optimizer state as ``*.pt`` pickles: never loaded."""
+    pickled = sorted(checkpoint.glob("rng-rank*.pt")) + sorted(checkpoint.glob("optimizer.pt"))
     if pickled and not any(checkpoint.glob("rng-rank*.json")):
-        raise InputError(f"resume: {checkpoint} was written by an older e5rag that saved the RNG state as a pickle "
+        raise InputError(f"resume: {checkpoint} was written by an older e5rag that saved its state as a pickle "
                          f"({pickled[0].name}); e5rag never loads pickles (they can run code): start a new "
                          "--output, or resume that run with the e5rag version that wrote it")
 

@@ -1,8 +1,8 @@
 """Training examples: (task, query, positive, hard negatives) from synthetic JSONL or BEIR folders.
 
-Synthetic rows are what ``e5rag synth`` and ``e5rag mine`` write and ``/work/shared/train-data``
-uses: ``{"task", "query", "positive", "negative"}`` with ``negative`` nullable; ``e5rag mine``
-adds a ``negatives`` list (several mined negatives to sample from). Other fields are ignored.
+Synthetic rows are what ``e5rag synth`` and ``e5rag mine`` write: ``{"task", "query", "positive",
+"negative"}`` with ``negative`` nullable; ``e5rag mine`` adds a ``negatives`` list (several mined
+negatives to sample from). Other fields are ignored.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import torch.distributed as dist
 from e5rag.retriever.distributed import (  # noqa: F401  (re-exported: training code uses them from here)
     DistInfo,
     barrier,
-    broadcast_object,
     current,
     is_distributed,
     launched_world_size,

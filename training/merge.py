@@ -21,6 +21,7 @@ from e5rag.retriever.loading import (
     load_backbone,
     load_tokenizer,
     quiet_peft_wrap,
+    resolve_adapter,
     resolve_source,
     weights_dir,
 )
@@ -53,9 +54,7 @@ class MergeReport:
 def merged_backbone(model: str | None, adapter: str | Path) -> tuple[torch.nn.Module, object]:
     """(backbone with the adapter folded in, fp32 on CPU; its tokenizer)."""
     peft = require("peft", "train", "merging a LoRA adapter")
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise InputError(f"adapter: {adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    adapter = resolve_adapter(adapter)
     directory = weights_dir(resolve_source(base_model_arg(model)))
     backbone = load_backbone(directory, dtype=torch.float32, device=torch.device("cpu"))
     with quiet_peft_wrap():

@@ -32,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from e5rag.indexers import StoreError
-    from e5rag.retriever.errors import E5RagError
+    from e5rag.errors import E5RagError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="e5rag: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (E5RagError, StoreError) as exc:
+    except E5RagError as exc:  # StoreError included
         print(f"e5rag: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # a clean stop (training's TrainingStopped) says where it left off

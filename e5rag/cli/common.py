@@ -11,7 +11,7 @@ def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embed
     g.add_argument("--model", default=None,
                    help=f"model directory, .gguf file or cached hub id (default: {default_note}; "
                         "'smollm2-135m' is the untrained base)")
-    g.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory applied on top of the model")
+    g.add_argument("--adapter", default=None, help="PEFT LoRA adapter folder (or an `e5rag train --output` folder) applied on the model")
     g.add_argument("--max-length", type=int, default=None, help="tokens per text, EOS included (default 512)")
     g.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

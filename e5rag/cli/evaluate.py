@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", action="append", dest="models", metavar="M",
                    help="model dir, GGUF, hub id, sentence-transformers dir or all-MiniLM-L6-v2; repeat to "
                         "compare (default: the embedded SmolLM2-135M)")
-    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter for the E5 model(s)")
+    p.add_argument("--adapter", metavar="DIR",
+                   help="LoRA adapter folder (or an `e5rag train --output` folder) for the E5 model(s)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--no-instruction", dest="instruction", action="store_const", const="without",
                        default="with", help="embed bare queries (the ablation)")
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
                         "of a minute or more (large corpora)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--output", dest="out", metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of nDCG@10 per dataset and model")
     p.set_defaults(func=run)
 

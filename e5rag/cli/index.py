@@ -71,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"index": args.index, **report.__dict__}))
     else:
         print(f"indexed {args.index}: {report.added} added, {report.updated} updated, "
+              f"{report.metadata_updated} metadata-only (not re-embedded), "
               f"{report.skipped} unchanged (skipped); {report.total} documents in the index", file=sys.stderr)
     return 0

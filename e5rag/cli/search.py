@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-instruction", action="store_true", help="embed bare queries (the ablation)")
     p.add_argument("-k", "--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--filter", default=None,
-                   help='metadata filter, e.g. \'metadata["year"] >= 2020\' (Milvus: any boolean expression; '
-                        'FAISS: equality and "in" on metadata keys)')
+                   help='filter, e.g. \'metadata["year"] >= 2020 and (title == "x" or not id in ["a"])\' '
+                        '(the same grammar on every store; Milvus also takes its own expressions)')
     p.add_argument("--nprobe", type=int, default=None,
                    help="IVF indexes: lists scanned per query (default: the index's, recorded in its manifest)")
     p.add_argument("--ef", type=int, default=None,

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="model name at the endpoint; for --backend local a model directory or "
                                    ".gguf file (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--num-examples", type=int, required=True, help="valid unique examples wanted in --out")
-    p.add_argument("--out", type=Path, required=True, help="output JSONL (appended to; task pools go to "
+    p.add_argument("--output", dest="out", type=Path, required=True, help="output JSONL (appended to; task pools go to "
                                                            "OUT.tasks.jsonl)")
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
                    help=f"task kinds (space or comma separated): {KIND_CHOICES} (default: all)")
@@ -46,7 +46,8 @@ def register(subparsers) -> None:
                    help="local backend: do not start the reply with the JSON opening")
     p.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON "
                                                                         "('-' for stdout)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (default on)")
     p.set_defaults(func=run)
 
 
@@ -75,11 +76,11 @@ def build_config(args: argparse.Namespace):
         seed=args.seed, concurrency=args.concurrency, temperature=args.temperature, top_p=args.top_p,
         max_tokens=args.max_tokens, brainstorm_rounds=args.brainstorm_rounds, max_requests=args.max_requests,
         price_prompt=args.price_prompt, price_completion=args.price_completion,
-        progress=not args.no_progress, **extra)
+        progress=args.progress, **extra)
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 when --out holds the requested examples, 1 when the request cap stopped the run short."""
+    """0 when --output holds the requested examples, 1 when the request cap stopped the run short."""
     from e5rag.synth import synthesize
 
     summary = synthesize(build_config(args))

@@ -94,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Search each query of a BEIR split with its task and keep documents ranked "
                                    "inside --window (positives excluded) as hard negatives.")
     m.add_argument("dataset", metavar="BEIR_DIR")
-    m.add_argument("--out", required=True, metavar="FILE.jsonl", help="where to write the training rows")
+    m.add_argument("--output", dest="out", required=True, metavar="FILE.jsonl", help="where to write the training rows")
     m.add_argument("--split", default="train", help="qrels split whose queries are mined (default train)")
     m.add_argument("--index", default=None, metavar="PATH",
                    help="search this e5rag index of the corpus (default or 'none': embed the corpus now)")
@@ -117,8 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Merge in fp32, save model + tokenizer, and check that merged and unmerged "
                                    "embeddings agree (fails above --tolerance).")
     g.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
-    g.add_argument("--adapter", required=True, metavar="DIR", help="PEFT adapter folder (e.g. RUN/adapter)")
-    g.add_argument("--out", required=True, metavar="OUTDIR", help="new model folder to write")
+    g.add_argument("--adapter", required=True, metavar="DIR", help="PEFT adapter folder, or a `train --output` folder")
+    g.add_argument("--output", dest="out", required=True, metavar="OUTDIR", help="new model folder to write")
     g.add_argument("--tolerance", type=float, default=1e-4, help="max abs embedding difference allowed (1e-4)")
     g.add_argument("--max-length", type=int, default=512)
     g.set_defaults(func=run_merge)

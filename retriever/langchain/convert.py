@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from e5rag.indexers import Document, Hit
+from e5rag.indexers import Document, Hit, filters
 from langchain_core.documents import Document as LCDocument
 
 from ..errors import InputError
@@ -62,31 +62,70 @@ def fill_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
     return out
 
 
-def _clause(key: str, value: Any) -> str:
-    field = "title" if key == TITLE_KEY else f"metadata[{json.dumps(key)}]"
-    if isinstance(value, Mapping):
-        if set(value) == {"$eq"}:
-            value = value["$eq"]
-        elif set(value) == {"$in"}:
-            value = list(value["$in"])
-        else:
-            raise InputError(f"filter on {key!r}: only a value, a list, {{'$eq': v}} or {{'$in': [..]}} "
-                             f"are supported, got {dict(value)!r} (or pass a filter expression string)")
+_COMPARE = {"$eq": "==", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_DICT_OPS = "a value, a list, or {'$eq'|'$ne'|'$gt'|'$gte'|'$lt'|'$lte': v, '$in'|'$nin': [..]}"
+
+
+def _scalar(key: str, value: Any, field: filters.Field) -> filters.Scalar:
+    if not isinstance(value, (str, int, float)) or (field[0] == "column" and not isinstance(value, str)):
+        kinds = "strings" if field[0] == "column" else "strings, numbers or booleans"
+        raise InputError(f"filter on {key!r}: values must be {kinds}, got {value!r}")
+    return value
+
+
+def _values(key: str, value: Any, field: filters.Field) -> tuple[filters.Scalar, ...]:
+    if not isinstance(value, (list, tuple, set)) or not value:
+        raise InputError(f"filter on {key!r}: '$in' / '$nin' (or a plain list) need a non-empty list, got {value!r}")
+    return tuple(_scalar(key, v, field) for v in value)
+
+
+def _key_clause(key: str, value: Any) -> filters.Filter:
+    """``{key: value}`` as a filter tree; ``"title"`` means the title column."""
+    field: filters.Field = ("column", "title") if key == TITLE_KEY else ("metadata", key)
     if isinstance(value, (list, tuple, set)):
-        values = list(value)
-        if not values:
-            raise InputError(f"filter on {key!r}: the list of accepted values is empty")
-        return f"{field} in {json.dumps(values, ensure_ascii=False)}"
-    if value is None or isinstance(value, (dict, bytes)):
-        raise InputError(f"filter on {key!r}: values must be strings, numbers or booleans, got {value!r}")
-    return f"{field} == {json.dumps(value, ensure_ascii=False)}"
+        return filters.In(field, _values(key, value, field))
+    if not isinstance(value, Mapping):
+        return filters.Compare(field, "==", _scalar(key, value, field))
+    if not value:
+        raise InputError(f"filter on {key!r}: the operator dict is empty: use {_DICT_OPS}")
+    parts: list[filters.Filter] = []
+    for op, operand in value.items():
+        if op in _COMPARE:
+            parts.append(filters.Compare(field, _COMPARE[op], _scalar(key, operand, field)))
+        elif op == "$ne":
+            parts.append(filters.Not(filters.Compare(field, "==", _scalar(key, operand, field))))
+        elif op in ("$in", "$nin"):
+            node = filters.In(field, _values(key, operand, field))
+            parts.append(node if op == "$in" else filters.Not(node))
+        else:
+            raise InputError(f"filter on {key!r}: unknown operator {op!r}: use {_DICT_OPS} "
+                             "(or pass a filter expression string)")
+    return parts[0] if len(parts) == 1 else filters.And(tuple(parts))
+
+
+def _dict_filter(filter: Mapping[str, Any]) -> filters.Filter:
+    """A LangChain-style dict filter as a tree: keys are ANDed; ``$and`` / ``$or`` take lists of dicts."""
+    parts: list[filters.Filter] = []
+    for key, value in filter.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, Mapping) and v for v in value):
+                raise InputError(f"filter {key!r} needs a non-empty list of non-empty dicts, got {value!r}")
+            items = tuple(_dict_filter(v) for v in value)
+            parts.append(filters.And(items) if key == "$and" else filters.Or(items))
+        elif str(key).startswith("$"):
+            raise InputError(f"unknown filter operator {key!r}: use '$and' or '$or' at the top level, "
+                             f"and per key {_DICT_OPS}")
+        else:
+            parts.append(_key_clause(str(key), value))
+    return parts[0] if len(parts) == 1 else filters.And(tuple(parts))
 
 
 def filter_expression(filter: str | Mapping[str, Any] | None) -> str | None:
-    """A filter as e5rag's (Milvus-style) expression string.
+    """A filter as e5rag's expression string (``e5rag.indexers.filters``), which both stores take.
 
-    A string passes through; a dict ``{"lang": "en", "year": [2023, 2024]}`` means every key
-    matches (a list: any of its values); ``"title"`` filters the title column.
+    A string passes through; a dict follows LangChain's convention: ``{"lang": "en", "year": {"$gte": 2020}}``
+    (every key must match), a list means any of its values, ``$eq $ne $in $nin $gt $gte $lt $lte`` per
+    key, ``{"$or": [{..}, {..}]}`` / ``{"$and": [..]}``; ``"title"`` filters the title column.
     """
     if filter is None or isinstance(filter, str):
         return filter or None
@@ -94,7 +133,7 @@ def filter_expression(filter: str | Mapping[str, Any] | None) -> str | None:
         raise InputError(f"filter must be an expression string or a dict, got {type(filter).__name__}")
     if not filter:
         return None
-    return " and ".join(_clause(str(k), v) for k, v in filter.items())
+    return filters.format_filter(_dict_filter(filter))
 
 
 def unit_rows(vectors: Any) -> np.ndarray:

@@ -23,14 +23,20 @@ if TYPE_CHECKING:
 class E5Embeddings(Embeddings):
     """LangChain embeddings for an E5 encoder. Vectors are L2-normalised lists of Python floats.
 
-    ``task`` is a registered task name (``e5rag tasks``) or a one-sentence task definition;
-    None is the default web-search task.
+    ``encoder`` None loads the embedded default model (``E5Embeddings()``, like
+    ``HuggingFaceEmbeddings()``); ``from_pretrained`` loads any other. ``task`` is a registered task
+    name (``e5rag tasks``) or a one-sentence task definition; None is the default web-search task.
     """
 
-    def __init__(self, encoder: Encoder, task: str | None = None, *, batch_size: int = 16,
+    def __init__(self, encoder: Encoder | None = None, task: str | None = None, *, batch_size: int = 16,
                  model_source: str | None = None, adapter: str | None = None) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        resolve_task(task)  # a bad task fails before a model is loaded
+        if encoder is None:
+            from ..encoder import Encoder
+
+            encoder = Encoder.from_pretrained(model_source, adapter=adapter)
         self.encoder = encoder
         self.task = task
         self.instruction = resolve_task(task)  # validates now, not at the first query

@@ -46,7 +46,7 @@ class E5Retriever(BaseRetriever):
     task: str | None = None
     """Registered task name or task sentence; None is the default web-search task."""
     filter: str | dict[str, Any] | None = None
-    """Metadata filter: an expression (``metadata["lang"] == "en"``) or a dict of required values."""
+    """Filter: an expression (``metadata["lang"] == "en"``) or a LangChain dict (``{"year": {"$gte": 2020}}``)."""
     score_threshold: float | None = None
     """Drop documents whose cosine score is below this."""
     nprobe: int | None = None
@@ -78,6 +78,16 @@ class E5Retriever(BaseRetriever):
         index = SearchIndex.open(location, encoder, model=model, adapter=adapter, readonly=True,
                                  **dict(store_options or {}))
         return cls(index=index, **fields)
+
+    def close(self) -> None:
+        """Close the index's store (releasing a Milvus Lite file for other processes)."""
+        self.index.close()
+
+    def __enter__(self) -> E5Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ search
     def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,8 @@ def test_index_and_search_end_to_end_in_a_subprocess(mistral_dir, tmp_path):
     r = run_cli("index", CORPUS, "--index", index, "--model", mistral_dir, "--max-length", 64, "--json")
     assert r.returncode == 0, r.stderr
     n_docs = sum(1 for line in CORPUS.read_text().splitlines() if line.strip())
-    assert json.loads(r.stdout) == {"index": str(index), "added": n_docs, "updated": 0, "skipped": 0, "total": n_docs}
+    assert json.loads(r.stdout) == {"index": str(index), "added": n_docs, "updated": 0, "skipped": 0, "total": n_docs,
+                                       "metadata_updated": 0}
     queries = "\n".join(json.dumps(q) for q in [
         {"id": "q1", "text": "Does coffee lower the risk of diabetes?", "task": "scifact"},
         {"id": "q2", "text": "Does coffee lower the risk of diabetes?", "task": "quora"}])
@@ -100,7 +101,7 @@ def test_bad_inputs_are_one_clear_line(built_index, mistral_dir, tmp_path, capsy
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO('{"text": "q", "task": ""}\n'))
     _error(capsys, ["search", "--index", str(built_index)], "line 1")
     _error(capsys, ["search", "--index", str(built_index), "--model", str(tmp_path / "nomodel"), "q"], "not found")
-    _error(capsys, ["search", "--index", str(built_index), "--filter", 'metadata["x"] > 1', "q"], "cannot evaluate")
+    _error(capsys, ["search", "--index", str(built_index), "--filter", 'metadata.x > 1', "q"], "attribute .x")
 
 
 def test_txt_dir_and_stdin_sources(mistral_dir, tmp_path, capsys, monkeypatch):

@@ -27,14 +27,14 @@ def milvus_ready() -> bool:
     if importlib.util.find_spec("milvus_lite") is None or importlib.util.find_spec("pymilvus") is None:
         return False
     try:
-        import indexers.milvus_store  # noqa: F401
+        import e5rag.indexers.milvus_store  # noqa: F401
     except Exception:
         return False
     return True
 
 
 requires_milvus = [pytest.mark.milvus,
-                   pytest.mark.skipif(not milvus_ready(), reason="needs milvus-lite, pymilvus and indexers/milvus_store.py")]
+                   pytest.mark.skipif(not milvus_ready(), reason="needs milvus-lite and pymilvus")]
 
 
 def fresh_collection() -> str:

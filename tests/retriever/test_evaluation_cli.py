@@ -24,7 +24,7 @@ def e5rag(*args, cache: Path) -> subprocess.CompletedProcess:
 def test_eval_json_plot_and_cache_in_a_subprocess(mistral_dir, tiny_encoder, tmp_path):
     data, cache = write_beir(tmp_path / "scifact"), tmp_path / "cache"
     first = e5rag(data, "--model", mistral_dir, "--max-length", 64, "--k", 10, "--both", "--json",
-                  "--out", tmp_path / "r.json", "--plot", tmp_path / "r.png", cache=cache)
+                  "--output", tmp_path / "r.json", "--plot", tmp_path / "r.png", cache=cache)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     assert json.loads((tmp_path / "r.json").read_text())["results"] == report["results"]

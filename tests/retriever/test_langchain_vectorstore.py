@@ -1,5 +1,6 @@
 """E5VectorStore: the standard LangChain vector-store suite on FAISS and Milvus Lite (an empty store
-per test), plus the per-call task and equivalence with e5rag's own index."""
+per test), each with langchain-tests' fake embeddings and with the real E5 embeddings (tiny encoder),
+plus the per-call task and equivalence with e5rag's own index."""
 
 from __future__ import annotations
 
@@ -55,6 +56,31 @@ class TestE5VectorStoreMilvus(VectorStoreIntegrationTests):
     def vectorstore(self, milvus_db):
         with E5VectorStore.open(milvus_db, self.get_embeddings(), collection=fresh_collection()) as store:
             yield store
+
+
+class _OnE5Encoder:
+    """The same standard suite with the real E5 embeddings (the tiny random encoder: documents without
+    instruction, queries with the task's), not only langchain-tests' deterministic fake embeddings."""
+
+    encoder = None
+
+    @pytest.fixture(autouse=True, scope="class")
+    def _put_encoder_on_class(self, request, lc_encoder):  # noqa: F811
+        request.cls.encoder = lc_encoder
+
+    def get_embeddings(self) -> E5Embeddings:
+        return E5Embeddings(self.encoder, task="nq")
+
+    def test_suite_runs_on_the_e5_encoder(self, vectorstore):
+        assert isinstance(vectorstore.embeddings, E5Embeddings) and vectorstore.embeddings.encoder is self.encoder
+
+
+class TestE5VectorStoreFaissE5(_OnE5Encoder, TestE5VectorStoreFaiss):
+    pass
+
+
+class TestE5VectorStoreMilvusE5(_OnE5Encoder, TestE5VectorStoreMilvus):
+    pass
 
 
 def _lc_docs() -> list[Document]:

@@ -100,7 +100,8 @@ def test_two_ranks_build_the_one_process_faiss_index(mistral_dir, tmp_path):
     proc = torchrun(index_args(corpus, tmp_path / "two", mistral_dir, "--commit-every", 8))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert report_of(out) == {"index": str(tmp_path / "two"), "added": 37, "updated": 0, "skipped": 0, "total": 37}
+    assert report_of(out) == {"index": str(tmp_path / "two"), "added": 37, "updated": 0, "skipped": 0, "total": 37,
+                               "metadata_updated": 0}
 
     a, b = faiss_contents(tmp_path / "one"), faiss_contents(tmp_path / "two")
     assert sorted(a) == sorted(b) and len(a) == 37
@@ -125,7 +126,7 @@ def test_two_ranks_build_the_one_process_faiss_index(mistral_dir, tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     assert report_of(out) == {
-        "index": str(tmp_path / "two"), "added": 5, "updated": 3, "skipped": 34, "total": 42}
+        "index": str(tmp_path / "two"), "added": 5, "updated": 3, "skipped": 34, "total": 42, "metadata_updated": 0}
     assert faiss_contents(tmp_path / "two")["doc10"][2].endswith(" changed")
 
 
@@ -196,7 +197,8 @@ def test_a_killed_rank_fails_the_job_keeps_the_last_commit_and_a_rerun_resumes(m
     proc = torchrun(index_args(corpus, index, mistral_dir, "--commit-every", 16))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert report_of(out) == {"index": str(index), "added": 400 - kept, "updated": 0, "skipped": kept, "total": 400}
+    assert report_of(out) == {"index": str(index), "added": 400 - kept, "updated": 0, "skipped": kept, "total": 400,
+                              "metadata_updated": 0}
 
 
 def test_shard_is_refused_for_faiss_and_lite_and_parsed_strictly(mistral_dir, tmp_path, capsys):

@@ -70,3 +70,15 @@ def test_default_is_the_base_plus_the_shipped_adapter():
         np.testing.assert_allclose(row, (h / h.norm()).numpy(), atol=1e-4)
     assert np.abs(got - np.vstack([base.encode_query(["Coffee lowers diabetes risk"], task="scifact"),
                                    base.encode_document(texts[1:])])).max() > 1e-2  # the adapter does something
+
+
+def test_e5embeddings_without_arguments_is_the_embedded_default():
+    pytest.importorskip("langchain_core")
+    from e5rag.retriever.encoder import Encoder
+    from e5rag.retriever.langchain import E5Embeddings
+
+    emb = E5Embeddings()
+    default = Encoder.from_pretrained()
+    assert emb.encoder.fingerprint == default.fingerprint and default.fingerprint.adapter is not None
+    text = "Paris is the capital of France."
+    np.testing.assert_allclose(emb.embed_documents([text]), default.encode_document([text]), atol=1e-6)

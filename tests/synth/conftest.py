@@ -1,5 +1,5 @@
 """Fixtures for synth tests: a scripted OpenAI-compatible HTTP server on 127.0.0.1 and a tiny
-random Llama chat model saved to disk. Nothing here reads /work/shared or the network."""
+random Llama chat model saved to disk. Nothing here reads data folders outside the test or the network."""
 
 from __future__ import annotations
 

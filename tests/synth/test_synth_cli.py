@@ -20,7 +20,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_flags_become_a_frozen_config(tmp_path):
     args = parse("--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--num-examples", "5",
-                 "--out", str(tmp_path / "d.jsonl"), "--kinds", "STS,bitext", "short_long",
+                 "--output", str(tmp_path / "d.jsonl"), "--kinds", "STS,bitext", "short_long",
                  "--languages", "en,German", "--concurrency", "3", "--seed", "11",
                  "--price-prompt", "0.5", "--api-key-env", "MY_KEY")
     config = cli.build_config(args)
@@ -30,16 +30,16 @@ def test_flags_become_a_frozen_config(tmp_path):
     assert config.price_prompt == 0.5 and config.price_completion is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 3  # frozen
-    local = cli.build_config(parse("--backend", "local", "--num-examples", "2", "--out", "x.jsonl"))
+    local = cli.build_config(parse("--backend", "local", "--num-examples", "2", "--output", "x.jsonl"))
     assert local.backend.kind == "local" and local.backend.model is None and local.languages == "weighted"
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--num-examples", "2", "--out", "x.jsonl"), "needs --base-url and --model"),
-    (("--base-url", "http://h/v1", "--model", "m", "--num-examples", "2", "--out", "x", "--kinds", "qa"),
+    (("--num-examples", "2", "--output", "x.jsonl"), "needs --base-url and --model"),
+    (("--base-url", "http://h/v1", "--model", "m", "--num-examples", "2", "--output", "x", "--kinds", "qa"),
      "unknown task kind 'qa'"),
-    (("--base-url", "http://h/v1", "--model", "m", "--num-examples", "-1", "--out", "x"), "num_examples"),
-    (("--base-url", "http://h/v1", "--model", "m", "--num-examples", "2", "--out", "x", "--languages",
+    (("--base-url", "http://h/v1", "--model", "m", "--num-examples", "-1", "--output", "x"), "num_examples"),
+    (("--base-url", "http://h/v1", "--model", "m", "--num-examples", "2", "--output", "x", "--languages",
       "elvish"), "unknown language"),
 ])
 def test_bad_input_is_an_input_error(argv, message):
@@ -51,7 +51,7 @@ def test_run_writes_data_and_json_summary(tmp_path, fake_openai, capsys):
     fake, url = fake_openai
     fake.script.extend(["malformed"] * 2)
     summary_path = tmp_path / "summary.json"
-    base = ("--base-url", url, "--model", "fake", "--out", str(tmp_path / "d.jsonl"), "--kinds", "sts",
+    base = ("--base-url", url, "--model", "fake", "--output", str(tmp_path / "d.jsonl"), "--kinds", "sts",
             "--summary-json", str(summary_path), "--concurrency", "1", "--no-progress")
     assert cli.run(parse(*base, "--num-examples", "2", "--max-requests", "3")) == 1  # capped short
     assert "stopped at the request cap" in capsys.readouterr().err

@@ -102,3 +102,13 @@ def test_milvus_errors_show_neither_the_uri_password_nor_the_token():
     shown = str(info.value)
     assert "could not connect to Milvus index http://127.0.0.1:9/x" in shown
     assert PASSWORD not in shown and KEY not in shown
+
+
+def test_a_refused_base_url_is_shown_without_its_password():
+    from e5rag.retriever.errors import InputError
+    from e5rag.synth import HttpBackendConfig
+
+    with pytest.raises(InputError) as info:
+        HttpBackendConfig(f"ftp://bob:{PASSWORD}@example.org/v1", "m")
+    assert "must start with http:// or https://, got 'ftp://example.org/v1'" in str(info.value)
+    assert PASSWORD not in str(info.value)

@@ -24,7 +24,7 @@ SECRET = "sk-test-never-write-me-42"
 
 def _start(url: str, out: Path, n: int, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-c", DRIVER, "synth", "--base-url", url, "--model", "fake-model",
-            "--num-examples", str(n), "--out", str(out), "--concurrency", "4", "--seed", "7",
+            "--num-examples", str(n), "--output", str(out), "--concurrency", "4", "--seed", "7",
             "--api-key-env", "E5RAG_TEST_KEY", "--timeout", "5", *extra]
     env = dict(os.environ, E5RAG_TEST_KEY=SECRET)
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from e5rag.retriever.encoder import Encoder
-from e5rag.retriever.errors import InputError
+from e5rag.retriever.errors import InputError, ModelLoadError
 from e5rag.training.merge import embedding_gap, merge_adapter
 
 TEXTS = ["a claim about cells", "Instruct: Find the phrase\nQuery: river stone", "omega garden"]
@@ -34,7 +34,7 @@ def test_merged_model_matches_base_plus_adapter(adapter_dir, mistral_dir, tmp_pa
     from e5rag.cli import main
 
     out = tmp_path / "merged"
-    assert main(["merge", "--model", str(mistral_dir), "--adapter", str(adapter_dir), "--out", str(out),
+    assert main(["merge", "--model", str(mistral_dir), "--adapter", str(adapter_dir), "--output", str(out),
                  "--max-length", "64"]) == 0
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert not (out / "adapter_config.json").exists()
@@ -50,7 +50,7 @@ def test_merge_report_and_refusals(adapter_dir, mistral_dir, tmp_path):
     assert 0 <= report.max_abs_diff <= report.tolerance and report.texts > 0
     with pytest.raises(InputError, match="not empty"):
         merge_adapter(str(mistral_dir), adapter_dir, tmp_path / "m")
-    with pytest.raises(InputError, match="adapter_config.json"):
+    with pytest.raises(ModelLoadError, match="adapter_config.json"):
         merge_adapter(str(mistral_dir), tmp_path, tmp_path / "other")
 
 

@@ -32,7 +32,7 @@ def test_mined_rows_follow_the_window_and_skip_positives(tiny_encoder, mistral_d
     from e5rag.cli import main
 
     out = tmp_path / "mined.jsonl"
-    assert main(["mine", str(beir_dir), "--out", str(out), "--model", str(mistral_dir), "--max-length", "64",
+    assert main(["mine", str(beir_dir), "--output", str(out), "--model", str(mistral_dir), "--max-length", "64",
                  "--window", "1-12", "--num-negatives", "0"]) == 0
     corpus, queries, ranking = _brute_force(tiny_encoder, beir_dir)
     positives = {"q0": ["d0", "d1"], **{f"q{i}": [f"d{3 * i}"] for i in range(1, 6)}}  # q1-d2 is judged 0

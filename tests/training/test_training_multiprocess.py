@@ -145,7 +145,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(make_config, tmp
     assert len(checkpoints) == 1, stderr[-3000:]
     step = int(checkpoints[0].name.split("-")[1])
     assert 3 <= step < config.max_steps
-    assert {p.name for p in checkpoints[0].glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    assert {p.name for p in checkpoints[0].glob("rng-rank*")} == {"rng-rank0.json", "rng-rank1.json"}
     assert json.loads((checkpoints[0] / "trainer_state.json").read_text())["world_size"] == 2
     # rank 1 was signalled, rank 0 learned it through the all-reduce: both name the same step
     assert stderr.count(f"after step {step} of {config.max_steps}") == 2, stderr[-3000:]

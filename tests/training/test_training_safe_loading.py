@@ -52,13 +52,36 @@ def test_a_checkpoint_with_a_pickled_rng_state_is_refused_not_run(make_config, t
         old.unlink()
     canary = tmp_path / "canary"
     (checkpoint / "rng-rank0.pt").write_bytes(pickle.dumps(_RunsCode(canary)))
-    with pytest.raises(InputError, match=r"saved the RNG state as a pickle \(rng-rank0.pt\); e5rag never loads"):
+    with pytest.raises(InputError, match=r"saved its state as a pickle \(rng-rank0.pt\); e5rag never loads"):
         train(config.replace(resume="latest"))
     assert not canary.exists()
 
 
 _UNSAFE = re.compile(r"weights_only\s*=\s*False|\bimport pickle\b|\bpickle\.loads?\(|allow_pickle\s*=\s*True"
-                     r"|\bimport (dill|cloudpickle|joblib)\b|torch\.load\((?![^)]*weights_only\s*=\s*True)")
+                     r"|\bimport (dill|cloudpickle|joblib)\b|\btorch\.(load|save)\(")
+
+
+def test_optimizer_state_round_trips_without_pickle(tmp_path):
+    from e5rag.training.statefile import load_state, save_state
+
+    param = torch.nn.Parameter(torch.randn(4, 3))
+    opt = torch.optim.AdamW([param], lr=1e-3, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    for _ in range(3):
+        param.grad = torch.randn(4, 3)
+        opt.step()
+        sched.step()
+    want = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    save_state(want, tmp_path, "optimizer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optimizer.json", "optimizer.safetensors"]
+    got = load_state(tmp_path, "optimizer")
+    assert got["scheduler"] == want["scheduler"]
+    assert got["optimizer"]["param_groups"] == want["optimizer"]["param_groups"]
+    assert set(got["optimizer"]["state"]) == {0}  # int keys stay ints
+    for name, value in want["optimizer"]["state"][0].items():
+        assert torch.equal(got["optimizer"]["state"][0][name], value), name
+    with pytest.raises(TypeError, match="without pickle"):
+        save_state({"f": object()}, tmp_path, "bad")
 
 
 def test_no_source_file_unpickles():
