@@ -65,16 +65,18 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     index_type: str = "Flat"
     metric: str = "ip"
+    search_params: dict[str, int] = field(default_factory=dict)  # default nprobe/ef (indexers.search_params)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": self.format_version, "store": self.store, "dim": self.dim,
-                "metric": self.metric, "index_type": self.index_type, "count": self.count, "model": self.model}
+                "metric": self.metric, "index_type": self.index_type, "count": self.count, "model": self.model,
+                "search_params": dict(self.search_params)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
         return cls(store=d["store"], dim=int(d["dim"]), model=d.get("model") or {}, count=int(d.get("count", 0)),
                    format_version=int(d.get("format_version", 0)), index_type=d.get("index_type", "Flat"),
-                   metric=d.get("metric", "ip"))
+                   metric=d.get("metric", "ip"), search_params=dict(d.get("search_params") or {}))
 
 
 def content_hash(text: str, title: str = "", metadata: dict[str, Any] | None = None) -> str:
@@ -170,8 +172,11 @@ class Store(ABC):
         raise StoreError(f"the {self.kind or type(self).__name__} store cannot return stored vectors")
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
-        """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits."""
+    def search(self, queries: np.ndarray, k: int, filter: str | None = None, *, nprobe: int | None = None,
+               ef: int | None = None) -> list[list[Hit]]:
+        """Top-k by inner product for each query row. queries: (n, dim) -> n lists of hits.
+
+        ``nprobe`` (IVF) / ``ef`` (HNSW) override the manifest's ``search_params`` for this call."""
 
     def keyword_search(self, queries: Sequence[str], k: int, filter: str | None = None) -> list[list[Hit]]:
         """Top-k by BM25 for each bare query string -> n lists of hits (score: the BM25 score)."""

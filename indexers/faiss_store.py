@@ -21,12 +21,17 @@ from . import atomic, bm25
 from .base import Document, Hit, Manifest, Store, StoreError, StoreInputError, check_documents, check_vectors
 from .docstore import DocStore
 from .filters import parse_filter
+from .search_params import SearchParams, check_applies, default_search_params
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
 MANIFEST_FILE = "manifest.json"
+# Queries per search from which FAISS's exhaustive search uses one BLAS matrix product instead of
+# one dot product at a time. faiss 1.15 raised it from 20 to 128,000, which made a batch of 100
+# queries over 100k x 576 vectors 7x slower than numpy's ``q @ D.T`` (benchmarks/README.md).
+BLAS_THRESHOLD = 20
 
 
 def _faiss():
@@ -37,6 +42,8 @@ def _faiss():
 
         raise StoreError("the FAISS store needs faiss: pip install 'e5rag[faiss]' "
                          "(or 'e5rag[faiss-gpu]' on CUDA)") from exc
+    if faiss.cvar.distance_compute_blas_threshold > BLAS_THRESHOLD:
+        faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     return faiss
 
 
@@ -196,6 +203,7 @@ class FaissStore(Store):
             raise
         self._work: Path | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (iids, vectors) awaiting IVF training
+        self._session_params = SearchParams()  # set_search_params(nprobe=, efSearch=) of this open store
 
     # ------------------------------------------------------------------ state
     @property
@@ -208,7 +216,8 @@ class FaissStore(Store):
         index = make_index(dim, self._index_type)
         self._writable()
         self._index = index
-        self._manifest = Manifest(store=self.kind, dim=int(dim), model=dict(model), index_type=self._index_type)
+        self._manifest = Manifest(store=self.kind, dim=int(dim), model=dict(model), index_type=self._index_type,
+                                  search_params=default_search_params(self._index_type).to_dict())
 
     def _writable(self) -> DocStore:
         if self.readonly:
@@ -330,7 +339,7 @@ class FaissStore(Store):
         docs.close()
         _faiss().write_index(self._index, str(self._work / INDEX_FILE))
         self._manifest = Manifest(store=self.kind, dim=self._manifest.dim, model=self._manifest.model, count=count,
-                                  index_type=self._index_type)
+                                  index_type=self._index_type, search_params=self._manifest.search_params)
         (self._work / MANIFEST_FILE).write_text(json.dumps(self._manifest.to_dict(), indent=2))
         atomic.prepare_root(self.root)  # an index written before the marker existed gets one now
         self._gen = atomic.publish(self.root, self._work)
@@ -340,11 +349,16 @@ class FaissStore(Store):
     def set_search_params(self, **params: int) -> None:
         """FAISS run-time search parameters, e.g. ``nprobe=16`` (IVF) or ``efSearch=128`` (HNSW).
 
-        Not persisted: they apply to this open store only.
+        Not persisted: they apply to this open store only (a search's ``nprobe=``/``ef=`` still win).
         """
         self._require_init()
         space = _faiss().ParameterSpace()
         for name, value in params.items():
+            if name in ("nprobe", "efSearch", "ef"):
+                given = SearchParams(nprobe=value) if name == "nprobe" else SearchParams(ef=value)
+                check_applies(given, self._index_type)
+                self._session_params = given.over(self._session_params)
+                continue
             try:
                 space.set_index_parameter(self._index, name, value)
             except RuntimeError:
@@ -391,11 +405,16 @@ class FaissStore(Store):
         return {i: pending[iid] if iid in pending else self._index.reconstruct(int(iid))
                 for i, iid in self._docs.iids(list(ids)).items()}
 
-    def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, filter: str | None = None, *, nprobe: int | None = None,
+               ef: int | None = None) -> list[list[Hit]]:
         manifest = self._require_init()
         q = check_vectors(queries, manifest.dim)
         if k < 1:
             raise StoreInputError(f"k must be at least 1, got {k}")
+        asked = SearchParams(nprobe, ef)
+        check_applies(asked, self._index_type)
+        params = self._faiss_params(asked.over(self._session_params).over(
+            SearchParams.from_dict(manifest.search_params).over(default_search_params(self._index_type))), k)
         if self._pending:
             raise StoreError("this index has uncommitted vectors that still need training; commit() first")
         if filter:
@@ -403,7 +422,7 @@ class FaissStore(Store):
         elif self._index.ntotal == 0:
             return [[] for _ in range(len(q))]
         else:
-            scores, iids = self._index.search(q, min(k, self._index.ntotal))
+            scores, iids = self._index.search(q, min(k, self._index.ntotal), params=params)
         docs = self._docs.by_iid(sorted({int(i) for i in iids.ravel() if i >= 0}))
         return [[Hit(docs[int(i)], float(s), r + 1) for r, (s, i) in enumerate(
                     (s, i) for s, i in zip(srow, irow, strict=True) if i >= 0 and int(i) in docs)]
@@ -427,6 +446,16 @@ class FaissStore(Store):
         """Re-derive the BM25 index from the stored texts (no re-embedding); published on ``commit``."""
         self._require_init()
         bm25.rebuild(self._writable().conn)
+
+    def _faiss_params(self, params: SearchParams, k: int):
+        """FAISS per-call search parameters (thread-safe: nothing is set on the shared index)."""
+        faiss = _faiss()
+        if params.nprobe is not None and isinstance(self._index, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(nprobe=min(params.nprobe, self._index.nlist))
+        if params.ef is not None and isinstance(self._index, faiss.IndexIDMap2):
+            if isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSW):
+                return faiss.SearchParametersHNSW(efSearch=max(params.ef, k))
+        return None
 
     def _filtered_search(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the documents that match the filter (vectors reconstructed)."""

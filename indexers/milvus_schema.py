@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import StoreInputError
+from .search_params import SearchParams, default_search_params
 
 ID, VECTOR, TITLE, TEXT, METADATA, HASH = "id", "vector", "title", "text", "metadata", "content_hash"
 DOC_FIELDS = (TITLE, TEXT, METADATA)
@@ -67,14 +68,15 @@ class IndexConfig:
             raise StoreInputError("index_params and search_params must be dicts of Milvus index parameters")
         object.__setattr__(self, "build", {**_BUILD_DEFAULTS.get(self.index_type, {}), **self.build})
 
-    def search_params(self, k: int) -> dict[str, Any]:
-        """The ``search_params`` argument of ``MilvusClient.search`` for top-``k``."""
-        params: dict[str, Any] = {}
-        if self.index_type.startswith("HNSW") or (self.lite and self.index_type == "AUTOINDEX"):
-            params["ef"] = max(64, k)  # Lite's AUTOINDEX is HNSW; HNSW needs ef >= k
-        elif self.index_type in _IVF_LIKE:
-            params["nprobe"] = 16
+    def default_search(self) -> SearchParams:
+        """Default nprobe/ef for this index (``indexers.search_params``; Lite's AUTOINDEX is HNSW)."""
+        return default_search_params(self.index_type, self.build.get("nlist"), lite_autoindex_is_hnsw=self.lite)
+
+    def search_params(self, k: int, call: SearchParams | None = None) -> dict[str, Any]:
+        """The ``search_params`` argument of ``MilvusClient.search`` for top-``k``; ``call`` overrides."""
+        params: dict[str, Any] = dict(self.default_search().to_dict())
         params.update(self.search)
+        params.update((call or SearchParams()).to_dict())
         if "ef" in params:
             params["ef"] = max(int(params["ef"]), k)
         return {"metric_type": METRIC, "params": params}

@@ -68,6 +68,7 @@ from .milvus_schema import (
     has_bm25,
     supports_bm25,
 )
+from .search_params import SearchParams, check_applies
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class MilvusStore(Store):
         if self._requested_type and IndexConfig(self._requested_type, self.lite).index_type != manifest.index_type:
             log.warning("index %s already has a %s index; index type %s is ignored", self._where(),
                         manifest.index_type, self._requested_type)
-        self._config = IndexConfig(manifest.index_type, self.lite, {}, self._search_params)
+        self._config = IndexConfig(manifest.index_type, self.lite, {}, {**manifest.search_params, **self._search_params})
         with self._rpc("load"):
             self._client.load_collection(self.collection)
         return manifest
@@ -277,7 +278,8 @@ class MilvusStore(Store):
             model = json.loads(json.dumps(dict(model)))
         except (TypeError, ValueError) as exc:
             raise StoreInputError(f"the model record must be JSON-serialisable: {exc}") from None
-        manifest = Manifest(store=self.kind, dim=int(dim), model=model, index_type=self._config.index_type)
+        manifest = Manifest(store=self.kind, dim=int(dim), model=model, index_type=self._config.index_type,
+                            search_params=self._config.default_search().to_dict())
         record = {k: v for k, v in manifest.to_dict().items() if k != "count"}
         bm25 = self._server_has_bm25()
         schema = build_schema(self._client, manifest.dim, bm25=bm25)
@@ -441,15 +443,18 @@ class MilvusStore(Store):
     def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {i: np.asarray(row[VECTOR], dtype=np.float32) for i, row in self._query_ids(list(ids), [VECTOR]).items()}
 
-    def search(self, queries: np.ndarray, k: int, filter: str | None = None) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, filter: str | None = None, *, nprobe: int | None = None,
+               ef: int | None = None) -> list[list[Hit]]:
         """Top-k by inner product per query row. queries: (n, dim) float32 -> n lists of hits."""
         manifest = self._require_init()
         q = check_vectors(queries, manifest.dim)
         if not 1 <= k <= MAX_TOPK:
             raise StoreInputError(f"k must be between 1 and {MAX_TOPK} (Milvus' limit), got {k}")
+        call = SearchParams(nprobe, ef)
+        check_applies(call, manifest.index_type, lite_autoindex_is_hnsw=self.lite)
         expr = milvus_expression(filter, self.lite) if filter and filter.strip() else ""
         per_request = max(1, min(_MAX_RESULT_ROWS // k, _MAX_QUERY_BYTES // q[0].nbytes if len(q) else 1, MAX_TOPK))
-        params = self._config.search_params(k)
+        params = self._config.search_params(k, call)
         results: list[list[Hit]] = []
         with self._rpc("search", filter_expr=filter if expr else None, sent_expr=expr):
             for start in range(0, len(q), per_request):

@@ -179,10 +179,9 @@ def parent_of_id(stored_id: str) -> str:
     return m.group(1) if m else stored_id
 
 
-def stale_ids(store: Store, parts_of: Sequence[tuple[Document, list[Document]]]) -> list[str]:
-    """Every stored id that is not a part of these documents, a document's chunks highest first
+def stale_ids(store: Store, keep: set[str]) -> list[str]:
+    """Every stored id not in ``keep`` (the part ids of the input), a document's chunks highest first
     (so an interrupted delete leaves the rest numbered without a gap)."""
-    keep = {p.id for _, parts in parts_of for p in parts}
 
     def order(i: str):
         m = _CHUNK_ID.match(i)
@@ -208,14 +207,15 @@ def group_hits(hits: Sequence[Hit], k: int) -> list[Hit]:
 
 
 def search_documents(store: Store, queries: np.ndarray, k: int, filter: str | None = None,
-                     max_k: int = 16384) -> list[list[Hit]]:
+                     max_k: int = 16384, **breadth: int | None) -> list[list[Hit]]:
     """Top-``k`` documents per query row, each parent once (its best chunk). queries: (n, dim)
 
     Asks the store for 4k chunks, then for 4 times more for any query that got fewer than ``k``
     distinct documents from a full list (the store had more), up to ``max_k`` (Milvus' top-k limit).
+    ``breadth``: the store's search parameters (``nprobe``, ``ef``).
     """
     fetch = min(max(k, 1) * 4, max_k)
-    results = store.search(queries, fetch, filter=filter)
+    results = store.search(queries, fetch, filter=filter, **breadth)
     out: list[list[Hit]] = [[] for _ in results]
     pending = list(range(len(results)))
     while pending:
@@ -226,7 +226,7 @@ def search_documents(store: Store, queries: np.ndarray, k: int, filter: str | No
                 retry.append(i)
         if retry:
             fetch = min(fetch * 4, max_k)
-            for i, hits in zip(retry, store.search(queries[retry], fetch, filter=filter), strict=True):
+            for i, hits in zip(retry, store.search(queries[retry], fetch, filter=filter, **breadth), strict=True):
                 results[i] = hits
         pending = retry
     return out

@@ -5,11 +5,12 @@ instruction; every query brings its own task.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from e5rag.indexers import Document, Hit, Store, StoreError, open_store
@@ -33,6 +34,7 @@ from .parents import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,19 @@ class IndexReport:
     total: int
     metadata_updated: int = 0  # text and title unchanged: metadata rewritten, vectors kept
     deleted: int = 0  # documents whose source is gone (``sync=True``)
+
+
+@dataclass(frozen=True)
+class AddPlan:
+    """Of a batch given to ``add``: the writes to embed (a document's parts and the stale chunks to
+    remove), how many replace a stored document, how many are skipped as unchanged, how many only
+    changed metadata (stored, not re-embedded), and every part id the batch makes (for ``sync``)."""
+
+    writes: list[Write]
+    updated: int
+    skipped: int
+    relabeled: int = 0
+    part_ids: list[str] = field(default_factory=list)  # every stored id the batch's documents make
 
 
 def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
@@ -100,14 +115,14 @@ def fuse_hits(dense: Sequence[Hit], sparse: Sequence[Hit], config: HybridConfig,
 
 
 def hybrid_search(store: Store, vectors: np.ndarray, queries: Sequence[str], k: int, config: HybridConfig,
-                  filter: str | None = None, per_chunk: bool = False) -> list[list[Hit]]:
+                  filter: str | None = None, per_chunk: bool = False, **breadth: int | None) -> list[list[Hit]]:
     """Dense hits of ``vectors`` (n, dim) fused with BM25 hits of the bare ``queries`` (n), top ``k`` each.
 
     Both sides rank stored passages (chunks) to ``config.depth(k)`` (at least 100) each; the fused
     list is then grouped per document (its best chunk) unless ``per_chunk``.
     """
     depth = config.depth(k)
-    dense = store.search(vectors, depth, filter=filter)
+    dense = store.search(vectors, depth, filter=filter, **breadth)
     sparse = store.keyword_search(list(queries), depth, filter=filter)
     fused = [fuse_hits(d, s, config, depth) for d, s in zip(dense, sparse, strict=True)]
     return [f[:k] if per_chunk else group_hits(f, k) for f in fused]
@@ -120,6 +135,26 @@ def _migrate_elsewhere(location: str | Path, encoder: Encoder, store_options: di
             migrate(writer, encoder)
     except StoreError as exc:  # e.g. in use by a writer: the record is upgraded on a later open
         log.info("could not upgrade the model record of %s now: %s", location, exc)
+
+
+def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last may be shorter; none is empty)."""
+    it = iter(items)
+    while window := list(islice(it, size)):
+        yield window
+
+
+def full_groups(writes: Sequence[Write], size: int) -> Iterator[list[Write]]:
+    """Leading groups of whole writes holding at least ``size`` passages each (a document's parts
+    never split across commits); what is left over stays for a later group."""
+    group: list[Write] = []
+    parts = 0
+    for w in writes:
+        group.append(w)
+        parts += len(w.parts)
+        if parts >= size:
+            yield group
+            group, parts = [], 0
 
 
 class SearchIndex:
@@ -154,18 +189,53 @@ class SearchIndex:
             raise
 
     # ------------------------------------------------------------------ writing
-    def add(self, docs: Sequence[Document], *, batch_size: int = 16, commit_every: int = 4096,
+    def add(self, docs: Iterable[Document], *, batch_size: int = 16, commit_every: int = 4096,
             skip_unchanged: bool = True, show_progress_bar: bool | None = None,
             chunking: ChunkConfig | None = DEFAULT_CHUNKING, sync: bool = False) -> IndexReport:
-        """Embed and upsert documents, committing every ``commit_every`` so a crash loses at most that.
+        """Embed and upsert documents, committing about every ``commit_every`` stored passages so a
+        crash loses at most that.
 
+        ``docs`` may be any iterable (e.g. ``stream_documents``): it is read ``commit_every``
+        documents at a time, so memory holds about two commits' documents whatever the corpus size.
         Documents longer than ``chunking.tokens`` are stored as chunks (see ``parents``); every
         write of a document (its chunks, and removing chunks it no longer has) lands in one commit.
         ``chunking=None`` embeds each document whole, truncated to the encoder's max length.
         ``sync=True`` also deletes every stored document that is not in ``docs`` (LangChain's
         ``cleanup="full"``), in the last commit.
         """
-        docs = list(docs)
+        if commit_every < 1:
+            raise InputError(f"commit_every must be at least 1, got {commit_every}")
+        pending: list[Write] = []
+        written = updated = skipped = relabeled = 0
+        kept: set[str] = set()  # with sync: every part id of the input
+        seen: set[str] = set()  # with sync: every document id of the input
+        window = None
+        for window in windows(docs, commit_every):
+            plan = self.plan_add(window, skip_unchanged, chunking)
+            pending += plan.writes
+            updated, skipped, relabeled = updated + plan.updated, skipped + plan.skipped, relabeled + plan.relabeled
+            if sync:
+                kept.update(plan.part_ids)
+                seen.update(d.id for d in window)
+            for group in full_groups(pending, commit_every):
+                self._write(group, batch_size, show_progress_bar)
+                written += len(group)
+                pending = pending[len(group):]
+        if window is None:
+            raise InputError("no documents to index")
+        gone = stale_ids(self.store, kept) if sync else []
+        if pending or gone:
+            self._write(pending, batch_size, show_progress_bar, gone)
+            written += len(pending)
+        self.store.commit()
+        deleted = len({parent_of_id(i) for i in gone} - seen)
+        return IndexReport(added=written - updated, updated=updated, skipped=skipped, total=self.store.count(),
+                           metadata_updated=relabeled, deleted=deleted)
+
+    def plan_add(self, docs: Sequence[Document], skip_unchanged: bool = True,
+                 chunking: ChunkConfig | None = DEFAULT_CHUNKING) -> AddPlan:
+        """What ``add`` will write of ``docs`` (see ``AddPlan``); stores metadata-only changes at once
+        (not re-embedded) and initialises a new index's manifest."""
         if not docs:
             raise InputError("no documents to index")
         parts_of = [(d, self.split(d, chunking)) for d in docs]
@@ -173,24 +243,12 @@ class SearchIndex:
             self.store.initialize(self.encoder.dim, self._record)
         writes, skipped = plan_writes(self.store, parts_of, skip_unchanged)
         relabel = self._metadata_only(writes) if skip_unchanged else []
-        if relabel:
+        if relabel:  # only metadata changed: stored in place (committed with the next commit), not re-embedded
             self.store.update_metadata([p for w in relabel for p in w.parts])
             relabelled = {id(w) for w in relabel}
             writes = [w for w in writes if id(w) not in relabelled]
-        gone = stale_ids(self.store, parts_of) if sync else []
-        updated = sum(1 for w in writes if w.existed)
-        group: list[Write] = []
-        for i, write in enumerate(writes):
-            group.append(write)
-            if sum(len(w.parts) for w in group) >= commit_every or i == len(writes) - 1:
-                self._write(group, batch_size, show_progress_bar, gone if i == len(writes) - 1 else [])
-                group = []
-        if gone and not writes:
-            self.store.delete(gone)
-        self.store.commit()
-        deleted = len({parent_of_id(i) for i in gone} - {d.id for d in docs})
-        return IndexReport(added=len(writes) - updated, updated=updated, skipped=skipped, total=self.store.count(),
-                           metadata_updated=len(relabel), deleted=deleted)
+        return AddPlan(writes, sum(1 for w in writes if w.existed), skipped, len(relabel),
+                       [p.id for _, parts in parts_of for p in parts])
 
     def _metadata_only(self, writes: Sequence[Write]) -> list[Write]:
         """The writes whose every part is already stored with the same text and title: only the
@@ -213,12 +271,14 @@ class SearchIndex:
                gone: Sequence[str] = ()) -> None:
         """Embed, then delete stale chunks (and ``gone`` ids) and upsert the parts; one commit."""
         parts = [p for w in group for p in w.parts]
-        vectors = self.encoder.encode_document([p.text for p in parts], [p.title for p in parts],
-                                               batch_size=batch_size, show_progress_bar=show_progress_bar)
+        vectors = (self.encoder.encode_document([p.text for p in parts], [p.title for p in parts],
+                                                batch_size=batch_size, show_progress_bar=show_progress_bar)
+                   if parts else None)
         stale = list(dict.fromkeys([i for w in group for i in w.stale] + list(gone)))
         if stale:
             self.store.delete(stale)
-        self.store.upsert(parts, vectors)
+        if parts:
+            self.store.upsert(parts, vectors)
         self.store.commit()
 
     def get(self, doc_id: str) -> Document | None:
@@ -239,12 +299,14 @@ class SearchIndex:
 
     def search(self, queries: Sequence[str], task: str | Sequence[str] | None = None, k: int = 10,
                filter: str | None = None, use_instruction: bool = True, batch_size: int = 16,
-               per_chunk: bool = False, hybrid: HybridConfig | bool | None = None) -> list[list[Hit]]:
+               per_chunk: bool = False, hybrid: HybridConfig | bool | None = None, *,
+               nprobe: int | None = None, ef: int | None = None) -> list[list[Hit]]:
         """Top-k documents for each query; ``task``: one for all, one per query, or None (default).
 
         A chunked document counts once, as its best chunk; ``per_chunk=True`` returns raw chunks.
         ``hybrid``: True or a ``HybridConfig`` fuses the dense ranking (query with its task) with the
         store's BM25 ranking of the bare query (``retriever.fusion``); hit scores are then fused scores.
+        ``nprobe`` (IVF) / ``ef`` (HNSW): search breadth for this call (default: the manifest's).
         """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -252,9 +314,10 @@ class SearchIndex:
         vectors = self.embed_queries(queries, task, use_instruction, batch_size)
         if config is None:
             if per_chunk:
-                return self.store.search(vectors, k, filter=filter)
-            return search_documents(self.store, vectors, k, filter=filter)
-        return hybrid_search(self.store, vectors, list(queries), k, config, filter=filter, per_chunk=per_chunk)
+                return self.store.search(vectors, k, filter=filter, nprobe=nprobe, ef=ef)
+            return search_documents(self.store, vectors, k, filter=filter, nprobe=nprobe, ef=ef)
+        return hybrid_search(self.store, vectors, list(queries), k, config, filter=filter, per_chunk=per_chunk,
+                             nprobe=nprobe, ef=ef)
 
     def keyword_search(self, queries: Sequence[str], k: int = 10, filter: str | None = None,
                        per_chunk: bool = False) -> list[list[Hit]]:

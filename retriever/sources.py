@@ -3,8 +3,10 @@ text, Markdown, HTML or PDF file (one document, its id the file name), a folder 
 (recursively, ids the paths inside it; see ``extract``), or ``-`` for stdin (JSONL, or one
 document a line).
 
-Everything is read and validated before anything is embedded, so a bad line 90,000 fails in
-seconds with its file and line number, and never after an hour of encoding.
+``read_documents`` returns a list; ``stream_documents`` yields the same documents one at a time
+(bounded memory whatever the file size). ``e5rag index`` validates files in a first streamed pass
+before the model loads, so a bad line 90,000 fails in seconds with its file and line number, never
+after an hour of encoding, and then streams them again into the index (stdin is read once).
 """
 
 from __future__ import annotations
@@ -156,17 +158,22 @@ def _read_folder(folder: Path) -> Iterator[Document]:
 
 def read_documents(sources: Iterable[str], fields: FieldNames = FieldNames(), stdin: TextIO | None = None) -> list[Document]:
     """All documents, validated: ids unique across every source, none empty."""
-    docs: list[Document] = []
+    return list(stream_documents(sources, fields, stdin))
+
+
+def stream_documents(sources: Iterable[str], fields: FieldNames = FieldNames(),
+                     stdin: TextIO | None = None) -> Iterator[Document]:
+    """``read_documents`` one document at a time: memory holds the ids seen (for the duplicate check),
+    never the texts. A duplicate id or an empty input raises when reached."""
     seen: dict[str, int] = {}
-    for doc in iter_documents(sources, fields, stdin):
-        if doc.id in seen:
-            raise InputError(f"document id {doc.id!r} appears twice in the input (documents {seen[doc.id] + 1} "
-                             f"and {len(docs) + 1}); ids must be unique")
-        seen[doc.id] = len(docs)
-        docs.append(doc)
-    if not docs:
+    for number, doc in enumerate(iter_documents(sources, fields, stdin)):
+        first = seen.setdefault(doc.id, number)
+        if first != number:
+            raise InputError(f"document id {doc.id!r} appears twice in the input (documents {first + 1} "
+                             f"and {number + 1}); ids must be unique")
+        yield doc
+    if not seen:
         raise InputError("the input holds no documents")
-    return docs
 
 
 def read_queries(handle: TextIO, name: str = "<stdin>") -> list[Query]:

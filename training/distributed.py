@@ -7,38 +7,16 @@ a plain ``e5rag train`` is one process and every function here is then the ident
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def current() -> DistInfo:
-    if not (dist.is_available() and dist.is_initialized()):
-        return DistInfo()
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-
-
-def launched_world_size() -> int:
-    """WORLD_SIZE as set by torchrun/deepspeed launchers (1 when started directly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+from e5rag.retriever.distributed import (  # noqa: F401  (re-exported: training code uses them from here)
+    DistInfo,
+    barrier,
+    current,
+    is_distributed,
+    launched_world_size,
+)
 
 
 def init(use_deepspeed: bool, device_type: str) -> DistInfo:
@@ -149,8 +127,3 @@ def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:
     with torch.no_grad():
         for p in params:
             dist.broadcast(p.data, src=0)
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()

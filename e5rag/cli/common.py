@@ -56,9 +56,14 @@ def encoder_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def load_encoder_for(store, args: argparse.Namespace):
     """The encoder for an existing index (its recorded model unless --model/--adapter say otherwise)
     or for a new one (--model, else the embedded default). Returns (encoder, source, adapter)."""
+    return load_encoder_for_manifest(store.manifest, args)
+
+
+def load_encoder_for_manifest(manifest, args: argparse.Namespace):
+    """``load_encoder_for`` given the index's manifest (None: a new index)."""
     from e5rag.retriever.encoder import Encoder
 
-    recorded = (store.manifest.model if store.manifest is not None else {}) or {}
+    recorded = (manifest.model if manifest is not None else {}) or {}
     source = args.model if args.model is not None else recorded.get("source")
     adapter = args.adapter if args.adapter is not None else (
         recorded.get("adapter_path") if args.model is None else None)

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rebuild-bm25", action="store_true",
                    help="(re)build the BM25 index of hybrid search from the stored texts, without re-embedding "
                         "(FAISS indexes built before hybrid search); SOURCE may then be left out")
+    p.add_argument("--commit-every", type=int, default=4096, metavar="N",
+                   help="documents per commit: a crash loses at most this many (default 4096)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="index only shard I of N (0 <= I < N) into a Milvus server, one process per shard "
+                        "(Slurm arrays, Kubernetes jobs); under torchrun each rank takes its shard by itself")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -46,11 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
     from e5rag.retriever.chunking import ChunkConfig
+    from e5rag.retriever.device import pick_device
+    from e5rag.retriever.distributed import launched_world_size
     from e5rag.retriever.errors import InputError
+    from e5rag.retriever.parallel_index import Shard, run_index_job
     from e5rag.retriever.search import SearchIndex
-    from e5rag.retriever.sources import FieldNames, read_documents
+    from e5rag.retriever.sources import FieldNames, stream_documents
 
-    from .common import load_encoder_for
+    from .common import load_encoder_for, load_encoder_for_manifest
 
     if args.rebuild_bm25:
         rebuild_bm25(args)
@@ -61,14 +69,33 @@ def run(args: argparse.Namespace) -> int:
     if args.no_chunk and (args.chunk_tokens is not None or args.chunk_overlap is not None):
         raise InputError("--no-chunk cannot be combined with --chunk-tokens/--chunk-overlap")
     chunking = None if args.no_chunk else ChunkConfig(args.chunk_tokens, args.chunk_overlap)
-    docs = read_documents(args.sources, FieldNames(args.id_field, args.text_field, args.title_field))
-    store = open_store(args.index, index_type=args.index_type, **store_options(args))
-    try:
-        encoder, source, adapter = load_encoder_for(store, args)
-        index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-        report = index.add(docs, batch_size=args.batch_size, chunking=chunking, sync=args.sync)
-    finally:
-        store.close()
+    if args.commit_every < 1:
+        raise InputError(f"--commit-every must be at least 1, got {args.commit_every}")
+    fields = FieldNames(args.id_field, args.text_field, args.title_field)
+    if "-" not in args.sources:  # files are checked whole first, streamed (a bad line fails before the model loads)
+        for _ in stream_documents(args.sources, fields):
+            pass
+    docs = stream_documents(args.sources, fields)  # then streamed again into the index: bounded memory
+    if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
+        if args.sync:
+            raise InputError("--sync needs every document in one process: run it without torchrun or --shard")
+        report = run_index_job(docs, args.index, lambda: open_store(args.index, index_type=args.index_type,
+                                                                   **store_options(args)),
+                               lambda manifest: load_encoder_for_manifest(manifest, args),
+                               device_type=pick_device(args.device).type, store_kind=args.store,
+                               shard=Shard.parse(args.shard) if args.shard else None, batch_size=args.batch_size,
+                               commit_every=args.commit_every, chunking=chunking)
+        if report is None:  # a rank other than 0: rank 0 reports for the job
+            return 0
+    else:
+        store = open_store(args.index, index_type=args.index_type, **store_options(args))
+        try:
+            encoder, source, adapter = load_encoder_for(store, args)
+            index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
+            report = index.add(docs, batch_size=args.batch_size, commit_every=args.commit_every, chunking=chunking,
+                               sync=args.sync)
+        finally:
+            store.close()
     out = {"index": args.index, **report.__dict__}
     if not args.sync:
         out.pop("deleted")

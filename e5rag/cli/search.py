@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter", default=None,
                    help='filter, e.g. \'metadata["year"] >= 2020 and (title == "x" or not id in ["a"])\' '
                         '(the same grammar on every store; Milvus also takes its own expressions)')
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF indexes: lists scanned per query (default: the index's, recorded in its manifest)")
+    p.add_argument("--ef", type=int, default=None,
+                   help="HNSW indexes: candidates kept per query, at least k (default: the index's)")
     p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
     p.add_argument("--per-chunk", action="store_true",
                    help="return raw chunks (a long document can appear several times); by default each "
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
         results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
                                use_instruction=not args.no_instruction, batch_size=args.batch_size,
-                               per_chunk=args.per_chunk, hybrid=hybrid)
+                               per_chunk=args.per_chunk, hybrid=hybrid, nprobe=args.nprobe, ef=args.ef)
     finally:
         store.close()
     for query, task, hits in zip(queries, tasks, results, strict=True):

@@ -27,7 +27,7 @@ from ..search import SearchIndex
 from ..tasks import resolve_task
 from .convert import filter_expression, hit_to_langchain, split_per_input
 
-CALL_OPTIONS = ("task", "k", "filter", "score_threshold")
+CALL_OPTIONS = ("task", "k", "filter", "score_threshold", "nprobe", "ef")
 _IGNORED = ("verbose",)  # BaseRetriever.invoke passes it on
 
 
@@ -59,6 +59,10 @@ class E5Retriever(BaseRetriever):
     """Hybrid fusion: reciprocal rank fusion (k=60) or weighted min-max normalised scores."""
     alpha: float = DEFAULT_ALPHA
     """Weighted fusion: the dense side's weight, 0 (BM25) to 1 (dense)."""
+    nprobe: int | None = None
+    """IVF indexes: lists scanned per query (None: the index's default, from its manifest)."""
+    ef: int | None = None
+    """HNSW indexes: candidates kept per query (None: the index's default)."""
 
     _ready: bool = PrivateAttr(default=False)  # the index has a manifest (reading one can cost a round trip)
 
@@ -126,10 +130,11 @@ class E5Retriever(BaseRetriever):
                 raise InputError("score_threshold compares cosine scores; hybrid hits carry fused scores: leave it out")
             return [hit_to_langchain(h) for h in self.index.search(
                 [query], task=resolve_task(opts["task"]), k=int(opts["k"]), filter=filter_expression(opts["filter"]),
-                hybrid=HybridConfig(fusion=self.fusion, alpha=self.alpha))[0]]
+                hybrid=HybridConfig(fusion=self.fusion, alpha=self.alpha), nprobe=opts["nprobe"], ef=opts["ef"])[0]]
         vector = self.index.embed_queries([query], task=resolve_task(opts["task"]))  # (1, dim)
         # k counts documents: a chunked one comes back once, as its best chunk (see ``parents``)
-        hits = search_documents(self.index.store, vector, int(opts["k"]), filter=filter_expression(opts["filter"]))[0]
+        hits = search_documents(self.index.store, vector, int(opts["k"]), filter=filter_expression(opts["filter"]),
+                                nprobe=opts["nprobe"], ef=opts["ef"])[0]
         return [hit_to_langchain(h) for h in hits if threshold is None or h.score >= threshold]
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,

@@ -190,7 +190,9 @@ class E5VectorStore(VectorStore):
         """Top-k by cosine to ``embedding`` (normalised here). -> [(document, cosine)], best first
 
         A document indexed as chunks (``e5rag index``) counts once: its best chunk, with
-        ``parent_id``, ``chunk``, ``start``, ``end`` in metadata."""
+        ``parent_id``, ``chunk``, ``start``, ``end`` in metadata.
+        ``nprobe=`` (IVF) / ``ef=`` (HNSW), e.g. in ``as_retriever(search_kwargs=...)``: search breadth."""
+        breadth = {name: kwargs.pop(name, None) for name in ("nprobe", "ef")}
         _no_extra(kwargs, "similarity search")
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
@@ -198,7 +200,7 @@ class E5VectorStore(VectorStore):
         with self._lock:
             if not self._initialised():
                 return []
-            hits = search_documents(self.store, query, k, filter=filter_expression(filter))[0]  # k documents
+            hits = search_documents(self.store, query, k, filter=filter_expression(filter), **breadth)[0]  # k documents
         return [(to_langchain(h.document), h.score) for h in hits]
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: str | dict | None = None, *,
