@@ -43,9 +43,11 @@ def write_corpus(path: Path, n: int, start: int = 0) -> Path:
     return path
 
 
-def index_args(corpus, index, model, *extra) -> list[str]:
+def index_args(corpus, index, model, *extra, chunk: bool = False) -> list[str]:
+    """The CLI's index command; whole documents (--no-chunk) unless ``chunk``, so vectors can be
+    checked against a direct encode of each document."""
     return ["index", str(corpus), "--index", str(index), "--model", str(model), "--max-length", "64",
-            "--batch-size", "4", "--json", *map(str, extra)]
+            "--batch-size", "4", "--json", *([] if chunk else ["--no-chunk"]), *map(str, extra)]
 
 
 def torchrun(args: list[str], nproc: int = 2, **kw) -> subprocess.Popen:
@@ -87,6 +89,32 @@ def test_shards_are_disjoint_stable_and_cover_everything():
     assert shard_of("doc7", 3) == int.from_bytes(__import__("hashlib").sha256(b"doc7").digest()[:8], "big") % 3
     assert Shard.parse("2/3") == Shard(2, 3)
     assert slice_bounds(10, 3) == [0, 3, 6, 10] and slice_bounds(1, 2) == [0, 0, 1]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(600)
+def test_two_ranks_build_the_one_process_chunked_index(mistral_dir, tmp_path):
+    """Long documents are chunked the same way under torchrun: the same passages (ids, texts,
+    offsets, FAISS row ids) and vectors as one process; a document's passages share one commit."""
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 9)
+    lines = corpus.read_text().splitlines()
+    for i in (2, 5):  # two long documents, several passages each at 32 tokens
+        row = json.loads(lines[i])
+        row["text"] = " ".join([row["text"]] * 6)
+        lines[i] = json.dumps(row)
+    corpus.write_text("\n".join(lines) + "\n")
+    args = ("--commit-every", 4, "--chunk-tokens", 32, "--chunk-overlap", 4)
+    one = one_process(index_args(corpus, tmp_path / "one", mistral_dir, *args, chunk=True))
+    assert one.returncode == 0, one.stderr
+    proc = torchrun(index_args(corpus, tmp_path / "two", mistral_dir, *args, chunk=True))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert report_of(out) == report_of(one.stdout) | {"index": str(tmp_path / "two")}
+    a, b = faiss_contents(tmp_path / "one"), faiss_contents(tmp_path / "two")
+    assert sorted(a) == sorted(b) and any("#" in i for i in a) and len(a) > 9
+    assert {i: (v[0], v[2]) for i, v in a.items()} == {i: (v[0], v[2]) for i, v in b.items()}
+    for i in a:
+        np.testing.assert_allclose(a[i][1], b[i][1], atol=2e-5)
 
 
 @pytest.mark.multiprocess

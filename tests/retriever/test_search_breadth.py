@@ -24,7 +24,7 @@ def indexes(tmp_path_factory, mistral_dir):
     root = tmp_path_factory.mktemp("breadth")
     for name, index_type in (("ivf", "IVF4,Flat"), ("flat", "Flat")):
         assert main(["index", str(CORPUS), "--index", str(root / name), "--index-type", index_type,
-                     "--model", str(mistral_dir), "--max-length", "64"]) == 0
+                     "--model", str(mistral_dir), "--max-length", "64", "--no-chunk"]) == 0
     return root, len(read_documents([str(CORPUS)]))
 
 
@@ -53,7 +53,7 @@ def test_cli_nprobe_reaches_the_ivf_index(indexes, capsys):
 
     assert main(["search", "x", "--index", str(root / "ivf"), "--ef", "32"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "has no search parameter 'ef'" in err
+    assert err.count("e5rag: error: ") == 1 and "has no search parameter 'ef'" in err.strip().splitlines()[-1]
     assert main(["search", "x", "--index", str(root / "flat"), "--nprobe", "0"]) == 2
     assert "nprobe must be a positive integer" in capsys.readouterr().err
 
