@@ -1,7 +1,7 @@
 """Choose hybrid search's default fusion on a tuning split (SciFact train, never test): dense, BM25, RRF
 and weighted fusion over a grid of alpha, all from one dense run.
 
-    .venv/bin/python benchmarks/hybrid_sweep.py /work/shared/datasets/scifact --split train --max-length 256
+    .venv/bin/python benchmarks/hybrid_sweep.py beir/scifact --split train --max-length 256
 
 Uses the harness's pieces (``retriever.evaluation``): document vectors from the embedding cache (an
 ``e5rag eval`` of the same model and max length fills it; an interrupted encode resumes), one dense run

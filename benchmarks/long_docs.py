@@ -1,6 +1,6 @@
 """Long documents: file-level recall@3 with and without chunking, and indexing time per 1M characters.
 
-    .venv/bin/python benchmarks/long_docs.py /work/shared/datasets/scifact --queries 30 --max-length 256
+    .venv/bin/python benchmarks/long_docs.py beir/scifact --queries 30 --max-length 256
 
 A corpus of long "files" is built from a BEIR dataset: for each sampled test query, one file of
 ``--distractors`` random abstracts (none relevant to that query) followed by the abstract that
@@ -73,7 +73,7 @@ def run(index_dir: Path, encoder: Encoder, files, queries, task: str, chunking: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", type=Path, help="BEIR folder, e.g. /work/shared/datasets/scifact")
+    p.add_argument("dataset", type=Path, help="BEIR folder, e.g. beir/scifact")
     p.add_argument("--split", default="test")
     p.add_argument("--queries", type=int, default=30, help="sampled queries = files in the corpus")
     p.add_argument("--distractors", type=int, default=8, help="abstracts before the answer in each file")

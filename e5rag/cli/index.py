@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from .common import add_model_args, add_store_args, store_options
@@ -75,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if "-" not in args.sources:  # files are checked whole first, streamed (a bad line fails before the model loads)
         for _ in stream_documents(args.sources, fields):
             pass
-    docs = stream_documents(args.sources, fields)  # then streamed again into the index: bounded memory
+    # then streamed again into the index (bounded memory), without repeating the first pass's warnings
+    docs = _quietly(stream_documents(args.sources, fields)) if "-" not in args.sources else stream_documents(
+        args.sources, fields)
     if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
         if args.sync:
             raise InputError("--sync needs every document in one process: run it without torchrun or --shard")
@@ -108,6 +111,21 @@ def run(args: argparse.Namespace) -> int:
               f"{relabelled}{report.skipped} unchanged (skipped){gone}; {report.total} documents in the index",
               file=sys.stderr)
     return 0
+
+
+def _quietly(items):
+    """``items`` with the sources' warnings (skipped files) muted: they were shown on the first pass."""
+    log = logging.getLogger("e5rag.retriever.sources")
+    it = iter(items)
+    while True:
+        muted, log.disabled = log.disabled, True
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        finally:
+            log.disabled = muted
+        yield item
 
 
 def rebuild_bm25(args: argparse.Namespace) -> None:

@@ -56,7 +56,7 @@ def test_add_reads_a_commit_at_a_time(tiny_encoder, tmp_path):
     with SearchIndex.open(tmp_path / "idx", tiny_encoder, readonly=False) as again:
         more = (Document(f"d{i}", "changed" if i == 5 else f"streamed text {i}") for i in range(n + 3))
         assert again.add(more, commit_every=commit_every).__dict__ == {
-            "added": 3, "updated": 1, "skipped": n - 1, "total": n + 3, "metadata_updated": 0}
+            "added": 3, "updated": 1, "skipped": n - 1, "total": n + 3, "metadata_updated": 0, "deleted": 0}
         want = tiny_encoder.encode_document(["changed"])
         np.testing.assert_allclose(again.store.search(want, 1)[0][0].score, 1.0, atol=1e-5)
     with pytest.raises(InputError, match="no documents to index"):

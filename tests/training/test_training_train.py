@@ -88,8 +88,10 @@ def test_index_command_accepts_the_adapter(trained, mistral_dir, tmp_path):
     from e5rag.cli import main
 
     config, result = trained
-    corpus = tmp_path / "docs.txt"
-    corpus.write_text("alpha beta gamma again\nriver stone cloud again\n")
+    corpus = tmp_path / "docs"  # a folder of .txt files: one document each
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("alpha beta gamma again\n")
+    (corpus / "b.txt").write_text("river stone cloud again\n")
     index = tmp_path / "index"
     assert main(["index", str(corpus), "--index", str(index), "--model", str(mistral_dir),
                  "--adapter", str(result.adapter), "--max-length", "48"]) == 0
