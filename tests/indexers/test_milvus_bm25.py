@@ -139,3 +139,17 @@ def test_server_bm25_or_a_clear_error():
         if client.has_collection(name):
             client.drop_collection(name)
         client.close()
+
+
+def test_rebuild_bm25_on_milvus_explains_that_milvus_keeps_its_own(tmp_path, capsys):
+    from e5rag.cli import main
+
+    db = tmp_path / "m.db"
+    with MilvusStore(db) as store:
+        store.initialize(DIM, {"base": "test"})
+        store.upsert([Document("a", "text")], unit(1))
+        store.commit()
+    capsys.readouterr()
+    assert main(["index", "--rebuild-bm25", "--index", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("e5rag: error: ") and "Milvus computes BM25 itself" in err
