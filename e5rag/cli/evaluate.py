@@ -34,9 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--hybrid", action="store_true",
                    help="add hybrid rows: the dense ranking fused with BM25's (see --fusion, --alpha)")
     p.add_argument("--fusion", action="append", choices=("rrf", "weighted"), default=None,
-                   help="hybrid fusion; repeat for one row each (default: rrf)")
+                   help="hybrid fusion; repeat for one row each (default: weighted)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="weighted fusion: the dense side's weight, 0 (BM25) to 1 (dense) (default: 0.5)")
+                   help="weighted fusion: the dense side's weight, 0 (BM25) to 1 (dense) (default: 0.4)")
     p.add_argument("--k", type=int, default=100, help="hits per query, for recall@k and MAP@k (default: 100)")
     p.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
     p.add_argument("--max-length", type=int, help="token limit (default: 512; a baseline's own limit)")
@@ -82,7 +82,8 @@ def retrieval_options(args: argparse.Namespace) -> dict:
         raise InputError("--fusion and --alpha apply to hybrid rows: add --hybrid")
     fusions = list(dict.fromkeys(args.fusion or [DEFAULT_FUSION]))
     if args.alpha is not None and "weighted" not in fusions:
-        raise InputError("--alpha weighs the weighted fusion: add --fusion weighted (RRF has no weights)")
+        raise InputError("--alpha weighs the weighted fusion and RRF has no weights: drop --alpha or add "
+                         "--fusion weighted")
     alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     retrieval = (("bm25",) if args.bm25 else ()) + (("dense", "hybrid") if args.hybrid else ())
     return {"retrieval": retrieval or ("dense",),

@@ -138,7 +138,9 @@ def rebuild_bm25(args: argparse.Namespace) -> None:
             raise StoreError(f"no index at {args.index} to rebuild BM25 for: build one with `e5rag index SOURCE`")
         rebuild = getattr(store, "rebuild_keyword_index", None)
         if rebuild is None:
-            raise StoreError(f"the {store.kind} store keeps no local BM25 index to rebuild")
+            raise StoreError(f"the {store.kind} store keeps no BM25 index of its own to rebuild: Milvus computes BM25 "
+                             "itself in collections made with it (Milvus Lite, servers 2.5+); for an older collection, "
+                             "index into a new --collection")
         rebuild()
         store.commit()
         count = store.count()

@@ -32,7 +32,8 @@ def hybrid_from_args(args: argparse.Namespace):
         return None
     fusion = args.fusion or DEFAULT_FUSION
     if args.alpha is not None and fusion != "weighted":
-        raise InputError("--alpha weighs the weighted fusion: add --fusion weighted (RRF has no weights)")
+        raise InputError("--alpha weighs the weighted fusion and RRF has no weights: drop --alpha or use "
+                         "--fusion weighted")
     return HybridConfig(fusion=fusion, alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha)
 
 

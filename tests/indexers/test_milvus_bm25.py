@@ -139,3 +139,42 @@ def test_server_bm25_or_a_clear_error():
         if client.has_collection(name):
             client.drop_collection(name)
         client.close()
+
+
+def test_rebuild_bm25_on_milvus_explains_that_milvus_keeps_its_own(tmp_path, capsys):
+    from e5rag.cli import main
+
+    db = tmp_path / "m.db"
+    with MilvusStore(db) as store:
+        store.initialize(DIM, {"base": "test"})
+        store.upsert([Document("a", "text")], unit(1))
+        store.commit()
+    capsys.readouterr()
+    assert main(["index", "--rebuild-bm25", "--index", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("e5rag: error: ") and "Milvus computes BM25 itself" in err
+
+
+def test_local_rrf_equals_milvus_rrf_ranker(tmp_path):
+    """The fusion e5rag applies on every store is the RRF Milvus' own hybrid_search computes (tie-aware)."""
+    from e5rag.indexers.milvus_schema import SPARSE, VECTOR
+    from e5rag.retriever.fusion import rrf
+    from pymilvus import AnnSearchRequest, RRFRanker
+
+    with MilvusStore(tmp_path / "m.db", collection="rrf") as store:
+        store.initialize(DIM, {"base": "test"})
+        words = ["alpha", "beta", "gamma", "delta"]
+        docs = [Document(f"d{i}", " ".join(words[j] for j in range(4) if (i >> j) & 1 or j == i % 4)) for i in range(16)]
+        store.upsert(docs, unit(16, 3))
+        store.commit()
+        q = unit(1, 4)
+        dense = [(h.document.id, h.score) for h in store.search(q, k=16)[0]]
+        sparse = [(h.document.id, h.score) for h in store.keyword_search(["alpha gamma"], k=16)[0]]
+        ours = dict(rrf([dense, sparse], 60))
+        found = store._client.hybrid_search(
+            "rrf", [AnnSearchRequest(q.tolist(), VECTOR, {"metric_type": "IP"}, 16),
+                    AnnSearchRequest(["alpha gamma"], SPARSE, {"metric_type": "BM25"}, 16)],
+            RRFRanker(60), limit=16)[0]
+        theirs = {hit["id"]: float(hit["distance"]) for hit in found}
+        assert set(theirs) == set(ours)
+        assert all(abs(theirs[i] - ours[i]) < 1e-6 for i in ours)

@@ -14,7 +14,7 @@ from test_evaluation_beir import CORPUS, QUERIES, write_beir
 
 from e5rag.cli import main
 
-FUSIONS = (HybridConfig(), HybridConfig("weighted", alpha=0.3))
+FUSIONS = (HybridConfig("rrf"), HybridConfig("weighted", alpha=0.3))
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_bm25_alone_loads_no_model_and_flags_are_checked(folder, tmp_path, capsy
     assert main(["eval", str(folder), "--bm25", "--k", "10", "--no-cache", "--model", str(missing)]) == 0
     out = capsys.readouterr().out
     assert "BM25 (SQLite FTS5)" in out and "bare query" in out
-    for argv, message in [(["--fusion", "weighted"], "add --hybrid"), (["--hybrid", "--alpha", "0.2"], "--fusion weighted"),
+    for argv, message in [(["--fusion", "weighted"], "add --hybrid"), (["--hybrid", "--fusion", "rrf", "--alpha", "0.2"], "RRF has no weights"),
                           (["--hybrid", "--fusion", "weighted", "--alpha", "-1"], "alpha must be between")]:
         assert main(["eval", str(folder), *argv]) == 2
         err = capsys.readouterr().err

@@ -38,6 +38,7 @@ def test_edges():
 
 
 def test_config_is_validated():
+    assert (HybridConfig().fusion, HybridConfig().alpha) == ("weighted", 0.4)  # chosen on SciFact train
     assert HybridConfig().depth(10) == 100 and HybridConfig(fetch_k=20).depth(50) == 50
     for bad, message in [({"fusion": "sum"}, "fusion must be one of rrf, weighted"),
                          ({"alpha": 1.5}, "alpha must be between 0"), ({"rrf_k": 0}, "rrf_k"),

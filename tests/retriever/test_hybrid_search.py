@@ -37,7 +37,7 @@ def expected(encoder, index, task, config, k):
     return fused[:k], sparse
 
 
-@pytest.mark.parametrize("config", [HybridConfig(), HybridConfig("weighted", alpha=0.3)])
+@pytest.mark.parametrize("config", [HybridConfig("rrf"), HybridConfig("weighted", alpha=0.3), HybridConfig()])
 def test_hybrid_fuses_instructed_dense_with_bare_bm25(tiny_encoder, tmp_path, config):
     with SearchIndex(tiny_encoder, open_store(tmp_path / "i"), writing=True) as index:
         index.add(DOCS)
@@ -76,15 +76,18 @@ def test_cli_hybrid_search_and_rebuild_bm25(tiny_encoder, mistral_dir, tmp_path,
     path = tmp_path / "idx"
     with SearchIndex(tiny_encoder, open_store(path), writing=True, model_source=str(mistral_dir)) as index:
         index.add(DOCS)
-        want_rrf, _ = expected(tiny_encoder, index, "scifact", HybridConfig(), 3)
+        want_rrf, _ = expected(tiny_encoder, index, "scifact", HybridConfig("rrf"), 3)
         want_w, _ = expected(tiny_encoder, index, "scifact", HybridConfig("weighted", alpha=0.3), 3)
+        want_default, _ = expected(tiny_encoder, index, "scifact", HybridConfig(), 3)
     base = ["search", "--index", str(path), "--task", "scifact", "-k", "3", "--json", "--max-length", "64", QUERY]
-    row = _cli_json(capsys, [*base, "--hybrid"])[0]
+    row = _cli_json(capsys, [*base, "--hybrid", "--fusion", "rrf"])[0]
     assert row["fusion"] == "rrf k=60" and [r["id"] for r in row["results"]] == [i for i, _ in want_rrf]
     row = _cli_json(capsys, [*base, "--hybrid", "--fusion", "weighted", "--alpha", "0.3"])[0]
     assert [r["id"] for r in row["results"]] == [i for i, _ in want_w]
+    row = _cli_json(capsys, [*base, "--hybrid"])[0]  # the default: weighted, alpha 0.4
+    assert row["fusion"] == "weighted alpha=0.4" and [r["id"] for r in row["results"]] == [i for i, _ in want_default]
     for argv, message in [([*base, "--alpha", "0.3"], "add --hybrid"),
-                          ([*base, "--hybrid", "--alpha", "0.3"], "add --fusion weighted"),
+                          ([*base, "--hybrid", "--fusion", "rrf", "--alpha", "0.3"], "RRF has no weights"),
                           ([*base, "--hybrid", "--fusion", "weighted", "--alpha", "2"], "alpha must be between")]:
         capsys.readouterr()
         assert main(argv) == 2
@@ -97,6 +100,6 @@ def test_cli_hybrid_search_and_rebuild_bm25(tiny_encoder, mistral_dir, tmp_path,
     assert main(["index", "--rebuild-bm25", "--index", str(path)]) == 0
     assert "from 6 stored documents" in capsys.readouterr().err
     row = _cli_json(capsys, [*base, "--hybrid"])[0]
-    assert [r["id"] for r in row["results"]] == [i for i, _ in want_rrf]
+    assert [r["id"] for r in row["results"]] == [i for i, _ in want_default]
     assert main(["index", "--index", str(path)]) == 2
     assert "no SOURCE" in capsys.readouterr().err

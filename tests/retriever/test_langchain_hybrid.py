@@ -24,7 +24,7 @@ def ids(docs):
 def test_e5retriever_hybrid_equals_search_index(tiny_encoder, tmp_path):
     index = build_index(tmp_path / "idx", tiny_encoder)
     try:
-        for config in (HybridConfig(), HybridConfig("weighted", alpha=0.3)):
+        for config in (HybridConfig("rrf"), HybridConfig("weighted", alpha=0.3)):
             want = index.search([QUERY], task=resolve_task(TASK_A), k=3, hybrid=config)[0]
             retriever = E5Retriever(index=index, k=3, task=TASK_A, search_type="hybrid", fusion=config.fusion,
                                     alpha=config.alpha)
@@ -53,8 +53,8 @@ async def test_vectorstore_as_retriever_hybrid(tiny_encoder, tmp_path):
                                     search_kwargs={"k": 4, "task": TASK_A, "fusion": "weighted", "alpha": 0.7})
         assert ids(retriever.invoke(QUERY)) == want
         assert ids(await retriever.ainvoke(QUERY)) == want
-        rrf = [h.document.id for h in index.search([QUERY], task=resolve_task(TASK_A), k=4, hybrid=True)[0]]
-        assert ids(vs.hybrid_search(QUERY, k=4, task=TASK_A)) == rrf
+        default = [h.document.id for h in index.search([QUERY], task=resolve_task(TASK_A), k=4, hybrid=True)[0]]
+        assert ids(vs.hybrid_search(QUERY, k=4, task=TASK_A)) == default
         french = vs.hybrid_search(QUERY, k=9, task=TASK_A, filter={"lang": "fr"})
         assert french and {d.metadata["lang"] for d in french} == {"fr"}
         assert ids(vs.as_retriever(search_kwargs={"k": 2}).invoke(QUERY)) == ids(vs.similarity_search(QUERY, k=2))
