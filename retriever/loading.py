@@ -216,3 +216,28 @@ def quiet_peft_wrap() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield
+
+
+class _TorchaoImportNoise(logging.Filter):
+    """Drops what importing torchao (``e5rag[int8]``) logs on a CPU-only torch, which transformers does
+    at every model load once torchao is installed: a "Failed to load" warning per CUDA kernel library
+    and torch's notice per enum torchao registers with its pytree. Neither is the user's to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name == "torchao":
+            import torch
+
+            return not (torch.version.cuda is None and message.startswith("Failed to load"))
+        return "is an Enum subclass and is now natively supported by torch.compile" not in message
+
+
+def quiet_torchao_import() -> None:
+    """Install ``_TorchaoImportNoise`` on the torchao and torch pytree loggers (idempotent)."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _TorchaoImportNoise) for f in logger.filters):
+            logger.addFilter(_TorchaoImportNoise())
+
+
+quiet_torchao_import()  # before anything here imports transformers

@@ -47,6 +47,7 @@ class EvalConfig:
     device: str | None = None
     use_cache: bool = True
     compile: bool = False  # torch.compile the E5 encoder (faster on CPU after a one-time compile)
+    quantize: str | None = None  # "int8": the E5 encoder with int8 weights and activations (CPU)
 
     def __post_init__(self) -> None:
         if not self.datasets:
@@ -188,7 +189,7 @@ def run_evaluation(config: EvalConfig, on_result: Callable[[RunResult], None] | 
     results: list[RunResult] = []
     for model in config.models:
         encoder, name = load_eval_encoder(model, adapter=config.adapter, max_length=config.max_length,
-                                          device=config.device)
+                                          device=config.device, quantize=config.quantize)
         for dataset in datasets:
             for result in evaluate_dataset(encoder, dataset, model_name=name, task=config.task, modes=modes,
                                            k=config.k, batch_size=config.batch_size, cache=cache,
