@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from e5rag.cli import main
 
@@ -77,3 +81,17 @@ def test_eval_quantize_reaches_the_encoder(mistral_dir, tmp_path, capsys):
     want = evaluate_dataset(enc, load_beir(data), model_name="tiny", k=10)[0]
     assert result["metrics"] == pytest.approx(want.metrics, abs=1e-6)
     assert np.isfinite(list(result["metrics"].values())).all()
+
+
+def test_torchao_import_noise_is_not_shown(mistral_dir, tmp_path):
+    """Importing torchao on a CPU-only torch logs CUDA-library, triton and pytree notices the user cannot
+    act on; an int8 run in a fresh process shows none of them."""
+    env = dict(os.environ, E5RAG_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-m", "e5rag", "index", str(CORPUS), "--index", str(tmp_path / "i"),
+                           "--model", str(mistral_dir), "--max-length", "32", "--quantize", "int8"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "indexed" in done.stderr
+    if torch.version.cuda is None:
+        for noise in ("Failed to load", "Detected no triton", "is an Enum subclass"):
+            assert noise not in done.stderr
