@@ -121,3 +121,11 @@ def test_int8_queries_on_an_fp32_index_warn_and_writing_is_refused(encoders, tmp
     with caplog.at_level(logging.WARNING, logger="e5rag.retriever.search"):
         SearchIndex(int8, open_store(tmp_path / "int8"), writing=True).close()  # same kind: no warning
     assert not caplog.records
+
+
+def test_open_loads_the_recorded_quantization(mistral_dir, encoders, tmp_path):
+    _, int8 = encoders
+    with SearchIndex(int8, open_store(tmp_path / "i"), writing=True, model_source=str(mistral_dir)) as index:
+        index.add(DOCS)
+    with SearchIndex.open(tmp_path / "i") as index:
+        assert index.encoder.fingerprint == int8.fingerprint and is_quantized(index.encoder.model)
