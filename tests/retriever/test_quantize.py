@@ -73,6 +73,9 @@ def test_fingerprint_records_int8_and_old_records_read_back(encoders, tmp_path):
     assert ModelFingerprint.from_dict(int8.fingerprint.to_dict()) == int8.fingerprint
     assert int8.fingerprint.same_model(fp32.fingerprint) and int8.fingerprint != fp32.fingerprint
     assert "int8" in int8.fingerprint.describe()
+    from e5rag.retriever.evaluation.cache import cache_key
+
+    assert cache_key(int8.fingerprint, "corpus") != cache_key(fp32.fingerprint, "corpus")  # eval caches apart
     with SearchIndex(int8, open_store(tmp_path / "i"), writing=True) as index:
         index.add(DOCS)
     with open_store(tmp_path / "i", readonly=True) as store:
