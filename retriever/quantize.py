@@ -1,12 +1,12 @@
 """int8 CPU inference: int8 weights per output channel, activations quantised per token at run time.
 
 The method was chosen by measurement on the shipped default (SmolLM2-135M + adapter, SciFact
-documents; benchmarks/README.md, "int8 inference"): torch's own ``quantize_dynamic`` quantises the
-activations with one scale per batch, and a few large activations at one token (the MLP's
-``down_proj`` input) cost every other token its precision — min cosine 0.81 to fp32, 0.97 with every
-``down_proj`` kept in fp32. torchao's ``Int8DynamicActivationInt8WeightConfig`` takes one scale per
-token and per weight row, and keeps min cosine above 0.99 with every Linear quantised, so nothing
-needs to stay in fp32. The token embedding stays fp32 (a lookup, no matmul to save).
+documents at max_length 256; benchmarks/README.md, "int8 inference"). torch's own ``quantize_dynamic``
+(per-channel weights) quantises each Linear's input with one scale for the whole batch: min cosine to
+fp32 0.81 over 64 documents, 0.82 with the last layer kept fp32, 0.97 with every MLP ``down_proj``
+kept fp32. torchao's ``Int8DynamicActivationInt8WeightConfig``
+takes one scale per token and per weight row: min cosine 0.9937 over 300 documents with every Linear
+quantised, so nothing needs to stay in fp32. The token embedding stays fp32 (a lookup, no matmul).
 
 int8 is a CPU path: on CUDA bf16 is the fast one, and ``check_quantize`` refuses the combination.
 """
