@@ -20,8 +20,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embed
                    help="run the encoder through torch.compile: faster on CPU after a one-time compile of a "
                         "minute or more (worth it for large corpora)")
     g.add_argument("--quantize", choices=("int8", "none"), default=None,
-                   help="int8: int8 weights and activations on CPU, faster with vectors within cosine 0.98 of "
-                        "fp32 (needs e5rag[int8]); default: what the index records, else none")
+                   help="int8: int8 weights and per-token int8 activations, CPU only (needs e5rag[int8]; the "
+                        "default model's vectors stay within cosine 0.99 of fp32); default: the index's, else none")
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
