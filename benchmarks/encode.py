@@ -10,7 +10,9 @@ encoders see the same texts in the same order, same batch size, fp32, same threa
 forward + mask" row is e5rag with left padding, which runs the model's own forward instead of the
 EOS-only one (``retriever/eos_forward.py``): the difference between the two rows is that path's gain.
 ``--compile`` adds e5rag with ``Encoder.compile()`` (torch.compile, frozen weights); its one-time
-compile is printed separately and is not in its tokens/s.
+compile is printed separately and is not in its tokens/s. ``--int8`` adds e5rag with
+``quantize="int8"`` (``retriever/quantize.py``; compiled too with ``--compile``) and the min and mean
+cosine of its vectors to e5rag fp32's over all the texts. The ceiling is fp32's; int8 rows may pass it.
 """
 
 from __future__ import annotations
@@ -81,13 +83,23 @@ def op_breakdown(fn) -> dict[str, float]:
 
 
 def timed(fn, repeats: int) -> float:
+    return timed_with_result(fn, repeats)[0]
+
+
+def timed_with_result(fn, repeats: int):
+    """(best seconds of ``repeats`` calls after a warm-up, the last call's result)"""
     fn()  # warm-up (and, for a compiled encoder, the compile)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), result
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two (n, dim) arrays of L2-normalised vectors. -> (n,)"""
+    return np.sum(a * b, axis=1)
 
 
 def main() -> None:
@@ -99,6 +111,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time e5rag with Encoder.compile()")
+    ap.add_argument("--int8", action="store_true",
+                    help="also time e5rag with quantize='int8' (and int8 compiled with --compile), with the cosine "
+                         "of its vectors to fp32's")
     ap.add_argument("--profile", action="store_true",
                     help="also split e5rag's eager time into matmul / attention / other (torch.profiler)")
     args = ap.parse_args()
@@ -116,7 +131,8 @@ def main() -> None:
     seqs, _ = enc.tokenize(texts)
     tokens = sum(len(s) for s in seqs)
     mean_len = tokens / len(seqs)
-    t_e5 = timed(lambda: enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False), args.repeats)
+    t_e5, fp32_vectors = timed_with_result(
+        lambda: enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False), args.repeats)
     t_st = timed(lambda: st.encode(texts, batch_size=args.batch_size, show_progress_bar=False,
                                    convert_to_numpy=True, normalize_embeddings=True), args.repeats)
     enc.padding_side = "left"  # the model's own forward with a padding mask (what s-t runs), then pooling
@@ -132,6 +148,9 @@ def main() -> None:
         t_c = timed(lambda: compiled.encode(texts, batch_size=args.batch_size, show_progress_bar=False), args.repeats)
         diff = float(np.abs(compiled.encode(texts[:8]) - enc.encode(texts[:8])).max())
         rows.append(("e5rag Encoder.compile()", tokens / t_c, t_c))
+    if args.int8:
+        int8_rows, int8_notes = int8_benchmark(args, texts, tokens, fp32_vectors)
+        rows += int8_rows
     rows.append(("sentence-transformers (lasttoken)", tokens / t_st, t_st))
     gflops = matmul_gflops()
     ceiling = gflops * 1e9 / flops_per_token(enc.model, mean_len)
@@ -158,6 +177,31 @@ def main() -> None:
               f"({mm_flops / kinds['matmul'] / 1e9 / gflops:.0%} of the measured peak)")
     if args.compile:
         print(f"compile: first batch {compile_s:.0f} s (one-time); max |compiled - eager| on 8 texts {diff:.1e}")
+    if args.int8:
+        for note in int8_notes:
+            print(note)
+
+
+def int8_benchmark(args, texts: list[str], tokens: int, fp32_vectors: np.ndarray):
+    """Rows (name, tokens/s, seconds) for int8 eager (and compiled) and notes on their cosine to fp32."""
+    from e5rag.retriever.encoder import Encoder
+
+    rows, notes = [], []
+    variants = [("e5rag int8", False)] + ([("e5rag int8 compile()", True)] if args.compile else [])
+    for name, compile in variants:
+        enc = Encoder.from_pretrained(args.model, max_length=args.max_length, device="cpu", quantize="int8",
+                                      compile=compile)
+        start = time.perf_counter()
+        enc.encode(texts[:args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
+        first_s = time.perf_counter() - start
+        secs, vectors = timed_with_result(
+            lambda enc=enc: enc.encode(texts, batch_size=args.batch_size, show_progress_bar=False), args.repeats)
+        rows.append((name, tokens / secs, secs))
+        cos = cosines(vectors, fp32_vectors)
+        failed = " (compile FAILED: eager int8 ran)" if compile and enc._compiled.failed else ""
+        notes.append(f"{name}: cosine to e5rag fp32 over {len(texts)} texts min {cos.min():.4f} mean {cos.mean():.4f}; "
+                     f"first batch {first_s:.0f} s{failed}")
+    return rows, notes
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from .loading import (
 )
 from .pooling import l2_normalize, last_token_pool, position_ids_from_mask
 from .progress import progress
+from .quantize import check_quantize, quantize_int8
 from .similarity import cosine_similarity
 from .tasks import resolve_task
 from .tokenization import PaddingSide, pad_batch, pad_id_of, tokenize_with_eos
@@ -74,22 +75,29 @@ class Encoder:
         self.adapter_path: str | None = None
         self._compiled: CompiledForward | None = None  # the model's forward
         self._compiled_eos: CompiledForward | None = None  # eos_hidden over the model
+        self.quantization: str | None = None  # "int8" once from_pretrained(quantize="int8") quantised the model
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, adapter: str | Path | None = None,
                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                        max_length: int = 512, merge_adapter: bool = True, compile: bool = False) -> Encoder:
+                        max_length: int = 512, merge_adapter: bool = True, compile: bool = False,
+                        quantize: str | None = None) -> Encoder:
         """Load a model directory, GGUF file or cached hub id; None is the embedded default.
 
         ``adapter`` is a PEFT LoRA directory (or an ``e5rag train --output`` folder holding one in
         ``adapter/``) applied on top (merged for inference by default,
         which costs nothing per token). The embedded default brings its shipped adapter, if any.
         ``compile=True`` runs inference through ``torch.compile`` (see ``compile()``).
+        ``quantize="int8"``: int8 weights and per-token int8 activations on CPU, after the adapter is
+        merged (``retriever/quantize.py``; needs ``e5rag[int8]``); refused on CUDA.
         """
         source = resolve_source(None if name_or_path is None else str(name_or_path))
         adapter_dir = resolve_adapter(adapter) if adapter is not None else source.adapter
         dev = pick_device(device)
+        quantization = check_quantize(quantize, dev, None if dtype is None else pick_dtype(dtype, dev))
+        if quantization is not None and not merge_adapter:
+            raise InputError("quantize='int8' needs the adapter merged into the weights: drop merge_adapter=False")
         directory = weights_dir(source)
         tokenizer = load_tokenizer(directory)
         model = load_backbone(directory, dtype=pick_dtype(dtype, dev), device=dev)
@@ -98,8 +106,11 @@ class Encoder:
             model = _apply_adapter(model, adapter_dir, merge=merge_adapter)
             adapter_id = adapter_identity(adapter_dir)
         model.eval()
+        if quantization == "int8":
+            model = quantize_int8(model)
         encoder = cls(model, tokenizer, base_identity=model_identity(source), adapter_identity=adapter_id,
                       max_length=max_length)
+        encoder.quantization = quantization
         encoder.source = None if name_or_path is None else str(name_or_path)
         encoder.adapter_path = str(adapter_dir.resolve()) if adapter is not None else None
         if compile:
@@ -131,7 +142,7 @@ class Encoder:
     def fingerprint(self) -> ModelFingerprint:
         """Identity of the vector space this encoder produces (stored in index manifests)."""
         return ModelFingerprint(base=self._base_identity, adapter=self._adapter_identity, dim=self.dim,
-                                max_length=self.max_length)
+                                max_length=self.max_length, quantization=self.quantization)
 
     # ------------------------------------------------------------------ core
     def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], int]:

@@ -248,3 +248,31 @@ def quiet_peft_wrap() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield
+
+
+class _TorchaoImportNoise(logging.Filter):
+    """Drops what importing torchao (``e5rag[int8]``) logs on a CPU-only torch, which transformers does
+    at every model load once torchao is installed: a "Failed to load" warning per CUDA kernel library,
+    "Detected no triton" (a GPU compiler), and torch's notice per enum torchao registers with its pytree.
+    None of it is the user's to act on; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name.startswith("torchao"):
+            import torch
+
+            cpu_only = torch.version.cuda is None
+            return not (cpu_only and (message.startswith("Failed to load") or "Detected no triton" in message))
+        return "is an Enum subclass and is now natively supported by torch.compile" not in message
+
+
+def quiet_torchao_import() -> None:
+    """Install ``_TorchaoImportNoise`` on the torchao loggers that report at import and on torch's pytree
+    logger (idempotent)."""
+    for name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _TorchaoImportNoise) for f in logger.filters):
+            logger.addFilter(_TorchaoImportNoise())
+
+
+quiet_torchao_import()  # before anything here imports transformers

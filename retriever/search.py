@@ -79,6 +79,23 @@ def check_model(store: Store, encoder: Encoder, writing: bool) -> None:
         raise IndexMismatchError(
             f"the index was built with {theirs.describe()} but the model in use is {ours.describe()}: "
             "pass the index's --model/--adapter/--max-length, or build a new index")
+    check_quantization(theirs, ours, writing)
+
+
+def check_quantization(theirs: ModelFingerprint, ours: ModelFingerprint, writing: bool) -> None:
+    """The rule for an encoder that is the index's model with other quantization (int8 vs fp32):
+    writing is refused (one index, one kind of document vector); searching is allowed with a warning,
+    since int8 vectors keep cosine >= 0.98 to fp32 ones of the same model (benchmarks/README.md)."""
+    if ours.quantization == theirs.quantization:
+        return
+    index_q, model_q = theirs.quantization or "unquantized", ours.quantization or "unquantized"
+    if writing:
+        raise IndexMismatchError(
+            f"the index holds {index_q} document vectors but the encoder is {model_q}: pass "
+            f"--quantize {theirs.quantization or 'none'} to add to it, or build a new index")
+    log.warning("the index holds %s document vectors and the queries are encoded %s (same model): scores "
+                "differ slightly from an all-%s search; pass --quantize %s to match", index_q, model_q,
+                index_q, theirs.quantization or "none")
 
 
 def model_record(encoder: Encoder, source: str | None = None, adapter: str | None = None) -> dict[str, Any]:
@@ -179,7 +196,8 @@ class SearchIndex:
                 model = model if model is not None else recorded.get("source")
                 adapter = adapter if adapter is not None else recorded.get("adapter_path")
                 encoder = Encoder.from_pretrained(model, adapter=adapter,
-                                                  max_length=int(recorded.get("max_length", 512)))
+                                                  max_length=int(recorded.get("max_length", 512)),
+                                                  quantize=recorded.get("quantization"))
             index = cls(encoder, store, writing=not readonly, model_source=model, adapter=adapter)
             if readonly and store.manifest is not None and upgraded_record(store.manifest.model, encoder):
                 _migrate_elsewhere(location, encoder, store_options)

@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the E5 encoder through torch.compile: faster on CPU after a one-time compile "
                         "of a minute or more (large corpora)")
+    p.add_argument("--quantize", choices=("int8", "none"), default=None,
+                   help="int8: the E5 encoder with int8 weights and activations on CPU (needs e5rag[int8]); "
+                        "document embeddings are cached apart from fp32 ones")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--output", dest="out", metavar="FILE", help="also write the JSON report to FILE")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(datasets=tuple(args.datasets), split=args.split, models=tuple(args.models or [None]),
                         adapter=args.adapter, task=args.task, instruction=args.instruction, k=args.k,
                         batch_size=args.batch_size, max_length=args.max_length, device=args.device,
-                        use_cache=not args.no_cache, compile=args.compile, **retrieval_options(args))
+                        use_cache=not args.no_cache, compile=args.compile, quantize=args.quantize,
+                        **retrieval_options(args))
     results = run_evaluation(config)
     report = report_dict(results, command=shlex.join(["e5rag", *sys.argv[1:]]))
     if args.json:

@@ -131,8 +131,9 @@ def is_baseline(model: str | None) -> bool:
 
 
 def load_eval_encoder(model: str | None, *, adapter: str | None = None, max_length: int | None = None,
-                      device: str | None = None) -> tuple[EvalEncoder, str]:
-    """(encoder, display name) for ``--model``: None = embedded default, an ST dir/alias, or E5 model."""
+                      device: str | None = None, quantize: str | None = None) -> tuple[EvalEncoder, str]:
+    """(encoder, display name) for ``--model``: None = embedded default, an ST dir/alias, or E5 model;
+    ``quantize="int8"`` applies to E5 models only."""
     if model is not None and model.strip().lower() in MINILM_ALIASES:
         path: Path | None = minilm_path()
         name = "all-MiniLM-L6-v2"
@@ -143,13 +144,19 @@ def load_eval_encoder(model: str | None, *, adapter: str | None = None, max_leng
         if adapter is not None:
             raise InputError(f"--adapter applies to E5 decoder models, not to the sentence-transformers "
                              f"model {name}")
+        if quantize not in (None, "none"):
+            raise InputError(f"--quantize applies to E5 decoder models, not to the sentence-transformers "
+                             f"model {name}")
         return SentenceTransformerBaseline(path, name=name, max_length=max_length, device=device), name
     from ..encoder import Encoder
 
     enc: Encoder = Encoder.from_pretrained(model, adapter=adapter, device=device,
-                                           max_length=max_length if max_length is not None else 512)
+                                           max_length=max_length if max_length is not None else 512,
+                                           quantize=quantize)
     if adapter is not None:
         name = f"{name} + {Path(adapter).name}"
     elif model is None and enc.fingerprint.adapter is not None:
         name = "default (SmolLM2-135M + shipped adapter)"
+    if enc.quantization is not None:
+        name = f"{name}, {enc.quantization}"
     return enc, name

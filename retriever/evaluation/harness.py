@@ -54,6 +54,7 @@ class EvalConfig:
     compile: bool = False  # torch.compile the E5 encoder (faster on CPU after a one-time compile)
     retrieval: tuple[Retrieval, ...] = ("dense",)  # rows: dense, BM25 alone (no model), hybrid (fusions)
     fusions: tuple[HybridConfig, ...] = (HybridConfig(),)  # one hybrid row per fusion
+    quantize: str | None = None  # "int8": the E5 encoder with int8 weights and activations (CPU)
 
     def __post_init__(self) -> None:
         bad = [r for r in self.retrieval if r not in RETRIEVALS]
@@ -242,7 +243,7 @@ def run_evaluation(config: EvalConfig, on_result: Callable[[RunResult], None] | 
     cache = EmbeddingCache() if config.use_cache else None
     for model in config.models:
         encoder, name = load_eval_encoder(model, adapter=config.adapter, max_length=config.max_length,
-                                          device=config.device)
+                                          device=config.device, quantize=config.quantize)
         for dataset in datasets:
             for result in evaluate_dataset(encoder, dataset, model_name=name, task=config.task, modes=modes,
                                            k=config.k, batch_size=config.batch_size, cache=cache,
