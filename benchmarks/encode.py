@@ -118,9 +118,10 @@ def main() -> None:
                     help="also split e5rag's eager time into matmul / attention / other (torch.profiler)")
     args = ap.parse_args()
 
+    from sentence_transformers import SentenceTransformer, models
+
     from e5rag.retriever.encoder import Encoder
     from e5rag.retriever.loading import resolve_source, weights_dir
-    from sentence_transformers import SentenceTransformer, models
 
     texts = load_texts(args.data, args.n)
     enc = Encoder.from_pretrained(args.model, max_length=args.max_length, device="cpu", dtype="float32")

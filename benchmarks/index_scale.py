@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e5rag.indexers import Document, open_store  # noqa: E402
 from search import machine, numpy_topk, recall_at_k, versions  # noqa: E402  (benchmarks/search.py)
+
+from e5rag.indexers import Document, open_store  # noqa: E402
 
 
 def wchar() -> int:

@@ -36,9 +36,10 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=22)
     args = ap.parse_args()
 
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     from e5rag.training.config import TrainConfig
     from e5rag.training.trainer import train
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     work = Path(tempfile.mkdtemp())
     AutoModel.from_config(AutoConfig.from_pretrained(args.tokenizer)).save_pretrained(work / "model")

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
 from e5rag.indexers import Document, Store, open_store
 
 

@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from e5rag.retriever.loading import load_causal_lm
-from e5rag.retriever.sources import read_documents, read_queries
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -29,6 +27,8 @@ from langchain_core.runnables import ConfigurableField, RunnableLambda, Runnable
 
 from e5rag import Encoder, SearchIndex
 from e5rag.langchain import E5Retriever
+from e5rag.retriever.loading import load_causal_lm
+from e5rag.retriever.sources import read_documents, read_queries
 
 # Two questions, two tasks, one index: a claim checked against evidence, then a how-to question.
 DEFAULT_QUESTIONS = [

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+
 from e5rag.indexers import Document, Manifest, Store, detect_store
 
 from . import distributed as dist

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from e5rag.indexers import Document, Hit, Store
 
 from .chunking import Span, join_spans

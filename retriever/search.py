@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
 from e5rag.indexers import Document, Hit, Store, StoreError, open_store
 
 from .chunking import DEFAULT_CHUNKING, ChunkConfig, chunk_spans

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from e5rag.retriever.errors import InputError
-
 from e5rag.redact import redact_url
+from e5rag.retriever.errors import InputError
 
 from .kinds import ALL_KINDS, KIND_SPECS, Kind
 from .languages import LANGUAGE_MODES, language_weights

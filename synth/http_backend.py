@@ -18,9 +18,8 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from e5rag.retriever._optional import require
-
 from e5rag.redact import redact, redact_url
+from e5rag.retriever._optional import require
 
 from .backend import ChatRequest, Completion, RequestFailed, SynthError
 

@@ -15,11 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_store_and_retriever_errors_share_the_root():
-    from e5rag.indexers import StoreError, StoreInputError, UnsupportedFilterError
-    from e5rag.retriever import errors
-
     import e5rag
     from e5rag.errors import E5RagError
+    from e5rag.indexers import StoreError, StoreInputError, UnsupportedFilterError
+    from e5rag.retriever import errors
 
     assert e5rag.E5RagError is errors.E5RagError is E5RagError
     for cls in (StoreError, StoreInputError, UnsupportedFilterError, errors.InputError, errors.ModelLoadError,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from e5rag.retriever.encoder import Encoder
 
 from .config import TrainConfig

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from e5rag.retriever.errors import InputError
 
 from e5rag import fsutil
+from e5rag.retriever.errors import InputError
 
 from .distributed import DistInfo, barrier
 

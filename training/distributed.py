@@ -10,6 +10,7 @@ import os
 
 import torch
 import torch.distributed as dist
+
 from e5rag.retriever.distributed import (  # noqa: F401  (re-exported: training code uses them from here)
     DistInfo,
     barrier,

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import get_device_states, set_device_states
+
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.instructions import format_query
-from torch.utils.checkpoint import get_device_states, set_device_states
 
 from .data import Example
 from .distributed import all_reduce_max

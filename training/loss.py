@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from e5rag.retriever.errors import InputError
 
 from .distributed import gather_rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from e5rag.retriever.errors import E5RagError
 
 from .config import TrainConfig

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from e5rag import fsutil
 from e5rag.retriever._optional import require
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.errors import E5RagError, InputError
@@ -25,8 +27,6 @@ from e5rag.retriever.loading import (
     resolve_source,
     weights_dir,
 )
-
-from e5rag import fsutil
 
 from .model import base_model_arg
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from e5rag.retriever.errors import InputError
-from e5rag.retriever.instructions import format_document
 
 from e5rag import fsutil
+from e5rag.retriever.errors import InputError
+from e5rag.retriever.instructions import format_document
 
 from .beir import BeirDataset, beir_task, load_beir, positives
 

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import torch
+
 from e5rag.retriever._optional import require
 from e5rag.retriever.device import pick_device
 from e5rag.retriever.encoder import Encoder

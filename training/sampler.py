@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
 from e5rag.retriever.errors import InputError
 
 from .data import Example, Source

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from e5rag.retriever.errors import InputError
 
 from e5rag import fsutil
+from e5rag.retriever.errors import InputError
 
 from . import distributed as dist
 from .backend import make_backend

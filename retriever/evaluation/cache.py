@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from e5rag.indexers import Document
 
 from e5rag.fsutil import atomic_write_bytes, publish_dir
+from e5rag.indexers import Document
 
 from ..fingerprint import ModelFingerprint
 from ..instructions import format_document

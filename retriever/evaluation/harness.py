@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from e5rag.indexers import bm25
 
 from ..errors import InputError

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from e5rag.indexers import Document, Hit, filters
 from langchain_core.documents import Document as LCDocument
+
+from e5rag.indexers import Document, Hit, filters
 
 from ..errors import InputError
 

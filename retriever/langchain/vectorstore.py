@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from e5rag.indexers import Document, Store, open_store
 from langchain_core.documents import Document as LCDocument
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
+
+from e5rag.indexers import Document, Store, open_store
 
 from ..errors import InputError
 from ..fusion import DEFAULT_ALPHA, DEFAULT_FUSION, HybridConfig

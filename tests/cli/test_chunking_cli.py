@@ -7,10 +7,10 @@ import json
 import random
 
 import pytest
-from e5rag.indexers import open_store
 from tiny_models import CORPUS
 
 from e5rag.cli import main
+from e5rag.indexers import open_store
 
 
 def long_text(seed: int, paragraphs: int = 10) -> str:
@@ -78,8 +78,9 @@ def test_chunk_flags(mistral_dir, corpus, tmp_path, capsys):
                  "--chunk-tokens", "32", "--chunk-overlap", "0"]) == 0
     assert main(["index", str(path), "--index", str(whole), "--model", str(mistral_dir), "--max-length", "64",
                  "--no-chunk"]) == 0
-    from e5rag.retriever.chunking import token_count
     from transformers import AutoTokenizer
+
+    from e5rag.retriever.chunking import token_count
 
     tok = AutoTokenizer.from_pretrained(mistral_dir)
     with open_store(small, readonly=True) as store:

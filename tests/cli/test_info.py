@@ -6,9 +6,8 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from e5rag.indexers import open_store
-
 from e5rag.cli import main
+from e5rag.indexers import open_store
 
 CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus.jsonl"
 
@@ -44,6 +43,7 @@ def test_info_in_words_and_as_json(mistral_dir, tmp_path, capsys):
 
 def test_records_from_before_dtype_and_build_time_say_unknown(tmp_path, capsys):
     import numpy as np
+
     from e5rag.indexers import Document
 
     index = tmp_path / "old"

@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from e5rag.cli import main
 from e5rag.indexers import open_store
 from e5rag.retriever.loading import adapter_identity
-
-from e5rag.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "refresh.sh"

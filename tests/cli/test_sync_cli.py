@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from e5rag.indexers import open_store
 from tiny_models import CORPUS
 
 from e5rag.cli import main
+from e5rag.indexers import open_store
 
 STORES = ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)]
 

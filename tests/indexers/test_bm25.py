@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, StoreError, atomic, open_store
 from e5rag.indexers.bm25 import match_expression, query_tokens
 

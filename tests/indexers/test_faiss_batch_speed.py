@@ -6,6 +6,7 @@ checks the setting that decides the path, and that the BLAS path is still exact 
 from __future__ import annotations
 
 import numpy as np
+
 from e5rag.indexers import Document, open_store
 from e5rag.indexers.faiss_store import BLAS_THRESHOLD
 

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, StoreError, StoreInputError, open_store
 
 DIM = 8

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, StoreError, StoreInputError, UnsupportedFilterError, open_store
 
 DIM = 16

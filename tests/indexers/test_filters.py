@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, UnsupportedFilterError, open_store
 from e5rag.indexers.filters import And, Compare, In, Not, Or, format_filter, parse_filter
 

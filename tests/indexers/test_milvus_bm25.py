@@ -157,9 +157,10 @@ def test_rebuild_bm25_on_milvus_explains_that_milvus_keeps_its_own(tmp_path, cap
 
 def test_local_rrf_equals_milvus_rrf_ranker(tmp_path):
     """The fusion e5rag applies on every store is the RRF Milvus' own hybrid_search computes (tie-aware)."""
+    from pymilvus import AnnSearchRequest, RRFRanker
+
     from e5rag.indexers.milvus_schema import SPARSE, VECTOR
     from e5rag.retriever.fusion import rrf
-    from pymilvus import AnnSearchRequest, RRFRanker
 
     with MilvusStore(tmp_path / "m.db", collection="rrf") as store:
         store.initialize(DIM, {"base": "test"})

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, StoreInputError
 from e5rag.indexers.milvus_filter import expand_json_in
 from e5rag.indexers.milvus_rows import batches, id_chunks, ids_expr, to_rows, truncate_utf8

@@ -10,6 +10,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, StoreInputError, open_store
 from e5rag.indexers.search_params import SearchParams, default_search_params, family
 

@@ -15,12 +15,11 @@ import os
 import signal
 import sys
 
+from e5rag.cli import main  # imported once here, before any fork
 from e5rag.indexers import staging
 from e5rag.indexers.faiss_store import FaissStore
 from e5rag.indexers.milvus_store import MilvusStore
 from e5rag.retriever import encoder  # noqa: F401
-
-from e5rag.cli import main  # imported once here, before any fork
 
 
 def _die() -> None:

@@ -12,9 +12,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from tiny_models import CORPUS
+
 from e5rag.indexers import Document, open_store
 from e5rag.retriever.search import SearchIndex
-from tiny_models import CORPUS
 
 # The writer indexes DOCS_FILE one document per commit; on the KILL_AT-th write it upserts only the
 # first half of the document's chunks (Milvus: flushed, the worst case), says so and waits to be killed.

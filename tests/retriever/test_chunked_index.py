@@ -10,12 +10,13 @@ import uuid
 
 import numpy as np
 import pytest
+from tiny_models import CORPUS
+
 from e5rag.indexers import Document, open_store
 from e5rag.retriever.chunking import ChunkConfig, chunk_spans
 from e5rag.retriever.instructions import format_query
 from e5rag.retriever.search import SearchIndex
 from e5rag.retriever.tasks import resolve_task
-from tiny_models import CORPUS
 
 SHORT = [Document("a", "Coffee lowers the risk of type 2 diabetes.", "Coffee", {"year": 2020}),
          Document("b", "Is it bad to drink coffee every day?"),

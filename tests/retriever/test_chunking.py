@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from tiny_models import CORPUS, build_tokenizer
+
 from e5rag.retriever.chunking import (
     PARAGRAPH,
     ChunkConfig,
@@ -15,7 +17,6 @@ from e5rag.retriever.chunking import (
     token_count,
 )
 from e5rag.retriever.errors import InputError
-from tiny_models import CORPUS, build_tokenizer
 
 SENTENCES = list(CORPUS[:8])
 

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+
 from e5rag.retriever.encoder import Encoder
 
 TEXTS = ["a short one", "a somewhat longer text about rivers and stones", "x", "alpha beta gamma " * 5]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModel, AutoTokenizer
+
 from e5rag.retriever import InputError
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.instructions import format_query
 from e5rag.retriever.tasks import resolve_task
-from transformers import AutoModel, AutoTokenizer
 
 TEXTS = ["Paris is the capital of France.", "hi", "Photosynthesis converts light energy into chemical energy.",
          "A much longer text about the stock market and interest rates and bonds " * 3, "vaccines"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import build_model
+from transformers import AutoModel, MistralConfig, Qwen2Config
+
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.eos_forward import eos_hidden, supports_eos_forward
 from e5rag.retriever.pooling import last_token_pool
 from e5rag.retriever.tokenization import pad_batch
-from tiny_models import build_model
-from transformers import AutoModel, MistralConfig, Qwen2Config
 
 LENGTHS = [7, 3, 11, 1, 9]
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from e5rag.retriever.errors import InputError
 from e5rag.retriever.evaluation.beir import load_beir
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from e5rag.retriever.evaluation import evaluate_dataset, load_beir
 from test_evaluation_beir import write_beir
+
+from e5rag.retriever.evaluation import evaluate_dataset, load_beir
 
 REPO = Path(__file__).resolve().parents[2]
 

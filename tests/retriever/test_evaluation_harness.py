@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_evaluation_beir import CORPUS, write_beir
+
 from e5rag.retriever.errors import InputError
 from e5rag.retriever.evaluation import EmbeddingCache, EvalConfig, evaluate_dataset, evaluate_run, load_beir
 from e5rag.retriever.evaluation.exact import build_run, exact_topk
 from e5rag.retriever.evaluation.harness import document_vectors
 from e5rag.retriever.evaluation.report import format_table, report_dict
 from e5rag.retriever.tasks import get_task
-from test_evaluation_beir import CORPUS, write_beir
 
 SCIFACT = Path(os.environ.get("E5RAG_SCIFACT", "scifact-not-given"))  # a BEIR SciFact folder
 MINILM_SCIFACT_NDCG10 = 64.51  # published (MTEB leaderboard; E5-Mistral paper table)
@@ -173,9 +174,10 @@ needs_minilm = pytest.mark.skipif(not _minilm_available(), reason="needs gt-all-
 
 @needs_minilm
 def test_minilm_alias_is_a_sentence_transformers_baseline_without_instruction(scifact_tiny):
+    from sentence_transformers import SentenceTransformer
+
     from e5rag.retriever.evaluation import SentenceTransformerBaseline, load_eval_encoder, minilm_path
     from e5rag.retriever.evaluation.baselines import is_baseline
-    from sentence_transformers import SentenceTransformer
 
     assert is_baseline("all-MiniLM-L6-v2") and is_baseline(str(minilm_path())) and not is_baseline(None)
     enc, name = load_eval_encoder("all-MiniLM-L6-v2", device="cpu")
@@ -194,9 +196,10 @@ def test_minilm_alias_is_a_sentence_transformers_baseline_without_instruction(sc
 def test_run_evaluation_of_minilm_on_a_small_sample_equals_a_direct_computation(tmp_path, monkeypatch):
     """The path of the slow SciFact reproduction below (run_evaluation -> the MiniLM baseline ->
     exact search -> metrics) on the tiny BEIR sample, against sentence-transformers and numpy."""
+    from sentence_transformers import SentenceTransformer
+
     from e5rag.retriever.evaluation import minilm_path, run_evaluation
     from e5rag.retriever.instructions import format_document
-    from sentence_transformers import SentenceTransformer
 
     monkeypatch.setenv("E5RAG_CACHE", str(tmp_path / "cache"))
     path = write_beir(tmp_path / "scifact")

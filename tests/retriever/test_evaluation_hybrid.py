@@ -4,15 +4,15 @@ same fusion), scored by the same trec_eval; and the ``e5rag eval --bm25/--hybrid
 from __future__ import annotations
 
 import pytest
+from test_evaluation_beir import CORPUS, QUERIES, write_beir
+
+from e5rag.cli import main
 from e5rag.indexers import open_store
 from e5rag.retriever.evaluation import EvalConfig, evaluate_run, load_beir, run_evaluation
 from e5rag.retriever.evaluation.report import format_table
 from e5rag.retriever.fusion import HybridConfig
 from e5rag.retriever.search import SearchIndex
 from e5rag.retriever.tasks import resolve_task
-from test_evaluation_beir import CORPUS, QUERIES, write_beir
-
-from e5rag.cli import main
 
 FUSIONS = (HybridConfig("rrf"), HybridConfig("weighted", alpha=0.3))
 

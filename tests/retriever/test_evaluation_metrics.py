@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from e5rag.retriever.evaluation.exact import build_run, exact_topk
 from e5rag.retriever.evaluation.metrics import cut_run, evaluate_run
 

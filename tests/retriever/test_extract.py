@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
+
+from e5rag.cli import main
 from e5rag.retriever.errors import InputError, MissingExtraError
 from e5rag.retriever.extract import extract_file, html_text, markdown_text
 from e5rag.retriever.sources import read_documents
-
-from e5rag.cli import main
 
 HTML = """<!doctype html><html><head><title>Coffee &amp; tea</title>
 <style>body { color: red }</style><script>var hidden = "never indexed";</script></head>

@@ -8,14 +8,14 @@ import sqlite3
 
 import numpy as np
 import pytest
+
+from e5rag.cli import main
 from e5rag.indexers import Document, atomic, open_store
 from e5rag.retriever.errors import InputError
 from e5rag.retriever.fusion import HybridConfig, rrf, weighted
 from e5rag.retriever.instructions import format_query
 from e5rag.retriever.search import SearchIndex
 from e5rag.retriever.tasks import resolve_task
-
-from e5rag.cli import main
 
 DOCS = [Document("a", "Coffee lowers the risk of type 2 diabetes in a large cohort.", "Coffee"),
         Document("b", "Is it bad to drink coffee every day?"),

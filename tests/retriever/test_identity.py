@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_model
+
 from e5rag.indexers import Document, open_store
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.errors import IndexMismatchError
@@ -23,7 +25,6 @@ from e5rag.retriever.loading import (
     resolve_source,
 )
 from e5rag.retriever.search import SearchIndex
-from tiny_models import save_tiny_model
 
 DOCS = [Document(f"d{i}", text) for i, text in enumerate(
     ["Paris is the capital of France.", "Vaccines train the immune system.", "The fox jumps over the dog.",

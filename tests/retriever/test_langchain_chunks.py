@@ -9,10 +9,11 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
+from tiny_models import CORPUS  # noqa: E402
+
 from e5rag.indexers import Document, open_store  # noqa: E402
 from e5rag.retriever.langchain import E5Embeddings, E5Retriever, E5VectorStore  # noqa: E402
 from e5rag.retriever.search import SearchIndex  # noqa: E402
-from tiny_models import CORPUS  # noqa: E402
 
 
 def long_text(seed: int, paragraphs: int = 8) -> str:

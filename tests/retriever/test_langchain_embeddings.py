@@ -8,13 +8,14 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
+from langchain_support import QUERY, TASK_A, TASK_B, lc_encoder  # noqa: E402,F401
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
+from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
+
 from e5rag.retriever.errors import InputError  # noqa: E402
 from e5rag.retriever.instructions import format_query  # noqa: E402
 from e5rag.retriever.langchain import E5Embeddings  # noqa: E402
 from e5rag.retriever.tasks import resolve_task  # noqa: E402
-from langchain_support import QUERY, TASK_A, TASK_B, lc_encoder  # noqa: E402,F401
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
-from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
 
 class _OnTinyEncoder:

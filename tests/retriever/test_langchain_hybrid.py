@@ -7,12 +7,13 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
+from langchain_support import DOCS, TASK_A, build_index  # noqa: E402
+
 from e5rag.retriever.errors import InputError  # noqa: E402
 from e5rag.retriever.fusion import HybridConfig  # noqa: E402
 from e5rag.retriever.langchain import E5Embeddings, E5Retriever, E5VectorStore  # noqa: E402
 from e5rag.retriever.search import SearchIndex  # noqa: E402
 from e5rag.retriever.tasks import resolve_task  # noqa: E402
-from langchain_support import DOCS, TASK_A, build_index  # noqa: E402
 
 QUERY = "plants light energy"
 

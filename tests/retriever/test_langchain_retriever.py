@@ -7,9 +7,6 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
-from e5rag.retriever.errors import InputError  # noqa: E402
-from e5rag.retriever.langchain import E5Retriever  # noqa: E402
-from e5rag.retriever.tasks import resolve_task  # noqa: E402
 from langchain_support import (  # noqa: E402
     DOCS,
     QUERY,
@@ -23,6 +20,10 @@ from langchain_support import (  # noqa: E402
     requires_milvus,
 )
 from langchain_tests.integration_tests import RetrieversIntegrationTests  # noqa: E402
+
+from e5rag.retriever.errors import InputError  # noqa: E402
+from e5rag.retriever.langchain import E5Retriever  # noqa: E402
+from e5rag.retriever.tasks import resolve_task  # noqa: E402
 
 N = len(DOCS)
 

@@ -10,10 +10,6 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
-from e5rag.retriever.errors import InputError  # noqa: E402
-from e5rag.retriever.langchain import E5Embeddings, E5Retriever, E5VectorStore  # noqa: E402
-from e5rag.retriever.search import SearchIndex  # noqa: E402
-from e5rag.retriever.tasks import resolve_task  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import DeterministicFakeEmbedding  # noqa: E402
 from langchain_support import (  # noqa: E402
@@ -28,6 +24,11 @@ from langchain_support import (  # noqa: E402
     requires_milvus,
 )
 from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
+
+from e5rag.retriever.errors import InputError  # noqa: E402
+from e5rag.retriever.langchain import E5Embeddings, E5Retriever, E5VectorStore  # noqa: E402
+from e5rag.retriever.search import SearchIndex  # noqa: E402
+from e5rag.retriever.tasks import resolve_task  # noqa: E402
 
 N = len(DOCS)
 

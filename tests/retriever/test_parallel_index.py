@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import open_store
 from e5rag.retriever.parallel_index import Shard, shard_of, slice_bounds
 

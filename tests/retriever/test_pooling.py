@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from e5rag.retriever.pooling import l2_normalize, last_token_index, last_token_pool, position_ids_from_mask
 from e5rag.retriever.tokenization import pad_batch, tokenize_with_eos
 

@@ -9,12 +9,13 @@ import logging
 import numpy as np
 import pytest
 import torch
+from tiny_models import CORPUS
+
 from e5rag.indexers import Document, open_store
 from e5rag.retriever import IndexMismatchError, InputError, ModelFingerprint
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.quantize import check_quantize, is_quantized
 from e5rag.retriever.search import SearchIndex
-from tiny_models import CORPUS
 
 pytest.importorskip("torchao")
 

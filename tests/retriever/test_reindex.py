@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_model
+
 from e5rag.indexers import Document, open_store
 from e5rag.indexers.staging import FAISS_STAGING_DIR
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.reindex import estimate, reindex
 from e5rag.retriever.search import SearchIndex
-from tiny_models import save_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ("vaccine immune cell protein market rate bond city river capital energy plant light claim evidence "

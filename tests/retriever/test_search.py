@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from e5rag.indexers import Document, StoreInputError, open_store
 from e5rag.retriever import IndexMismatchError
 from e5rag.retriever.encoder import Encoder

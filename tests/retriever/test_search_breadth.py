@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e5rag.retriever.search import SearchIndex
-from e5rag.retriever.sources import read_documents
 
 from e5rag.cli import main
+from e5rag.retriever.search import SearchIndex
+from e5rag.retriever.sources import read_documents
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "examples" / "corpus.jsonl"

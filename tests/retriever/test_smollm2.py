@@ -14,9 +14,10 @@ pytestmark = [pytest.mark.smollm2,
 
 def test_gguf_default_loads_converts_once_and_matches_manual_forward():
     import torch
+    from transformers import AutoModel, AutoTokenizer
+
     from e5rag.retriever.encoder import Encoder
     from e5rag.retriever.loading import materialize_gguf, smollm2_gguf_path
-    from transformers import AutoModel, AutoTokenizer
 
     enc = Encoder.from_pretrained("smollm2-135m", max_length=64)  # the untrained base, by name
     assert enc.fingerprint.adapter is None
@@ -41,6 +42,8 @@ def test_default_is_the_base_plus_the_shipped_adapter():
     own merge of that adapter into a plain transformers model."""
     import peft
     import torch
+    from transformers import AutoModel, AutoTokenizer
+
     from e5rag.retriever.encoder import Encoder
     from e5rag.retriever.loading import (
         DEFAULT_ADAPTER_DIR,
@@ -48,7 +51,6 @@ def test_default_is_the_base_plus_the_shipped_adapter():
         materialize_gguf,
         smollm2_gguf_path,
     )
-    from transformers import AutoModel, AutoTokenizer
 
     assert default_adapter() == DEFAULT_ADAPTER_DIR
     enc = Encoder.from_pretrained(max_length=64)

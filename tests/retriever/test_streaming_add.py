@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
+
+from e5rag.cli import main
 from e5rag.indexers import Document, open_store
 from e5rag.retriever.errors import InputError
 from e5rag.retriever.search import SearchIndex
 from e5rag.retriever.sources import read_documents, stream_documents
-
-from e5rag.cli import main
 
 
 def write_jsonl(path, n, dup_at=None):

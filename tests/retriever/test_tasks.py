@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from e5rag.retriever import InputError, format_document, format_query, list_tasks, resolve_task
 
 

@@ -7,9 +7,9 @@ import dataclasses
 import json
 
 import pytest
-from e5rag.retriever.errors import InputError
 
 from e5rag.cli import synth as cli
+from e5rag.retriever.errors import InputError
 
 
 def parse(*argv: str) -> argparse.Namespace:

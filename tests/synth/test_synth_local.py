@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from e5rag.synth import LocalBackendConfig, SynthConfig, synthesize
 from e5rag.synth.backend import ChatRequest
 from e5rag.synth.kinds import KIND_SPECS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from e5rag.retriever.errors import E5RagError
 from e5rag.synth import HttpBackendConfig, SynthConfig, SynthError, synthesize
 from e5rag.synth.kinds import KIND_SPECS

@@ -6,6 +6,7 @@ import random
 import re
 
 import pytest
+
 from e5rag.synth.kinds import ALL_KINDS, KIND_SPECS
 from e5rag.synth.languages import LANGUAGE_NAMES
 from e5rag.synth.prompts import (

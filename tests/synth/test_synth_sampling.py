@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import pytest
+
 from e5rag.retriever.errors import InputError
 from e5rag.synth.kinds import ALL_KINDS, KIND_SPECS
 from e5rag.synth.languages import (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 
 import pytest
+
 from e5rag.retriever.errors import InputError
 from e5rag.synth import HttpBackendConfig, LocalBackendConfig, SynthConfig
 from e5rag.synth.http_backend import backoff_seconds, retry_after_seconds

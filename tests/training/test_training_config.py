@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from e5rag.retriever.errors import InputError
 from e5rag.training.config import DataSpec, TrainConfig, load_config_file
 

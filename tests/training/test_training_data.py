@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from e5rag.retriever.errors import InputError
 from e5rag.retriever.instructions import format_document
 from e5rag.retriever.tasks import get_task

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from e5rag.retriever.errors import InputError
 from e5rag.training.deepspeed_config import build_deepspeed_config
 from e5rag.training.optim import linear_warmup_decay, warmup_steps_for

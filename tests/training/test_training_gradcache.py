@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from e5rag.retriever.instructions import format_query
 from e5rag.training.data import read_pairs
 from e5rag.training.gradcache import chunk_plan, gradcache_step, plain_step, tokenize_batch

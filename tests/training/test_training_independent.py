@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+
 from e5rag.training.metrics import read_metrics
 from e5rag.training.trainer import train
 

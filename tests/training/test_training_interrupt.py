@@ -8,6 +8,7 @@ import signal
 import threading
 
 import pytest
+
 from e5rag.training.interrupt import StopRequest
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from e5rag.retriever.errors import InputError
 from e5rag.training.loss import batch_stats, info_nce
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from e5rag.training.config import TrainConfig
 from e5rag.training.memory import TrainingOutOfMemoryError, is_out_of_memory, out_of_memory_advice
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.errors import InputError, ModelLoadError
 from e5rag.training.merge import embedding_gap, merge_adapter

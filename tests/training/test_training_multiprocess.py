@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from e5rag.training.checkpoint import list_checkpoints
 from e5rag.training.metrics import read_metrics
 from e5rag.training.trainer import train

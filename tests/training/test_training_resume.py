@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+
 from e5rag.training.checkpoint import list_checkpoints
 from e5rag.training.metrics import read_metrics
 from e5rag.training.trainer import train

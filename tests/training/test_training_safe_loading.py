@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from e5rag.retriever.errors import InputError
 from e5rag.training.checkpoint import list_checkpoints, rng_state, set_rng_state
 from e5rag.training.trainer import train

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from e5rag.retriever.encoder import Encoder
 from e5rag.retriever.errors import InputError
 from e5rag.training.data import read_pairs
@@ -83,9 +84,8 @@ def test_metrics_log_and_outputs(trained):
 
 
 def test_index_command_accepts_the_adapter(trained, mistral_dir, tmp_path):
-    from e5rag.retriever.search import SearchIndex
-
     from e5rag.cli import main
+    from e5rag.retriever.search import SearchIndex
 
     config, result = trained
     corpus = tmp_path / "docs"  # a folder of .txt files: one document each
