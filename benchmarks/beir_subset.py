@@ -2,7 +2,7 @@
 ``--queries`` judged queries of a split (by numeric id), every document judged for them, and
 ``--distractors`` other documents drawn at random (seed 0).
 
-    python benchmarks/beir_subset.py /work/shared/datasets/scifact /tmp/sub/scifact --queries 50 --distractors 150
+    python benchmarks/beir_subset.py beir/scifact /tmp/sub/scifact --queries 50 --distractors 150
     e5rag eval /tmp/sub/scifact --max-length 128 --no-cache --json --out fp32.json
     e5rag eval /tmp/sub/scifact --max-length 128 --no-cache --json --quantize int8 --out int8.json
 

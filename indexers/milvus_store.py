@@ -292,10 +292,27 @@ class MilvusStore(Store):
                     self.collection, schema=schema, index_params=build_index_params(self._client, self._config, bm25),
                     consistency_level="Strong", properties={MANIFEST_KEY: json.dumps(record, sort_keys=True)})
         except StoreError:
+            # Another process (a sibling --shard / rank) may have created it first: adopt theirs when it
+            # is an e5rag index of the same dimension, and never drop a collection someone else made.
+            theirs = self._created_by_another(manifest.dim)
+            if theirs is not None:
+                self._manifest = theirs
+                return
             self._drop_partial()
             raise
         self._manifest = manifest
         self._bm25 = bm25
+
+    def _created_by_another(self, dim: int) -> Manifest | None:
+        """The manifest of this collection if it now exists as a complete e5rag index of ``dim``."""
+        try:
+            theirs = self._open_collection()
+        except StoreError:
+            return None
+        if theirs is None or theirs.dim != dim:
+            return None
+        log.info("index %s was created by another process at the same time; using it", self._where())
+        return theirs
 
     def _server_has_bm25(self) -> bool:
         """Milvus Lite and servers 2.5+ run the BM25 function; older servers (e.g. 2.3) do not."""
