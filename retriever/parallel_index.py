@@ -267,10 +267,11 @@ def _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_eve
             _, planned, up, sk, rl = plan
             todo += planned
             updated, skipped, relabeled = updated + up, skipped + sk, relabeled + rl
-            for group in full_groups(todo, commit_every):
+            groups = list(full_groups(todo, commit_every))
+            for group in groups:
                 write(group, embedded)
                 embedded += len(group)
-                todo = todo[len(group):]
+            todo = todo[sum(len(g) for g in groups):]
         if not windows_read:
             raise InputError("no documents to index")
         if todo:

@@ -101,8 +101,8 @@ def get_document(store: Store, doc_id: str) -> Document | None:
     return Document(doc_id, text, chunks[0].title, meta)
 
 
-def delete_documents(store: Store, ids: Sequence[str]) -> int:
-    """Delete documents, each with every chunk of it (highest chunk first). -> how many ids were stored"""
+def delete_documents(store: Store, ids: Sequence[str]) -> list[str]:
+    """Delete documents, each with every chunk of it (highest chunk first). -> the ids that were stored"""
     ids = list(dict.fromkeys(ids))
     whole = store.content_hashes(ids)
     for doc in store.get([i for i in ids if _CHUNK_ID.match(i) and i in whole]):
@@ -110,10 +110,11 @@ def delete_documents(store: Store, ids: Sequence[str]) -> int:
             raise InputError(f"{doc.id!r} is chunk {doc.metadata['chunk']} of document "
                              f"{doc.metadata['parent_id']!r}: delete the document, which removes all its chunks")
     doomed: list[str] = []
-    found = 0
+    found: list[str] = []
     for doc_id in ids:
         chunks = stored_chunk_ids(store, doc_id)
-        found += bool(chunks) or doc_id in whole
+        if chunks or doc_id in whole:
+            found.append(doc_id)
         doomed += ([doc_id] if doc_id in whole else []) + chunks[::-1]
     if doomed:
         store.delete(doomed)

@@ -236,10 +236,11 @@ class SearchIndex:
             if sync:
                 kept.update(plan.part_ids)
                 seen.update(d.id for d in window)
-            for group in full_groups(pending, commit_every):
+            groups = list(full_groups(pending, commit_every))
+            for group in groups:
                 self._write(group, batch_size, show_progress_bar)
                 written += len(group)
-                pending = pending[len(group):]
+            pending = pending[sum(len(g) for g in groups):]
         if window is None:
             raise InputError("no documents to index")
         gone = stale_ids(self.store, kept) if sync else []
@@ -306,7 +307,7 @@ class SearchIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete documents by id, each with all of its chunks. -> how many of the ids were stored"""
-        n = delete_documents(self.store, list(ids))
+        n = len(delete_documents(self.store, list(ids)))
         self.store.commit()
         return n
 

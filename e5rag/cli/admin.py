@@ -27,14 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_delete(args: argparse.Namespace) -> int:
     from e5rag.indexers import open_store
-    from e5rag.retriever.parents import delete_documents, stored_chunk_ids
+    from e5rag.retriever.parents import delete_documents
 
     with open_store(args.index, readonly=True, **store_options(args)):
         pass  # refuses a missing index before anything is created
     ids = list(dict.fromkeys(args.ids))
     with open_store(args.index, **store_options(args)) as store:
-        present = set(store.content_hashes(ids)) | {i for i in ids if stored_chunk_ids(store, i)}
-        n = delete_documents(store, args.ids)  # a chunked document goes with all its chunks
+        present = set(delete_documents(store, ids))  # a chunked document goes with all its chunks
+        n = len(present)
         store.commit()
         total = store.count()
     missing = [i for i in ids if i not in present]

@@ -73,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.commit_every < 1:
         raise InputError(f"--commit-every must be at least 1, got {args.commit_every}")
     fields = FieldNames(args.id_field, args.text_field, args.title_field)
-    if "-" not in args.sources:  # files are checked whole first, streamed (a bad line fails before the model loads)
+    if "-" in args.sources:  # stdin can be read once: streamed straight into the index
+        docs = stream_documents(args.sources, fields)
+    else:  # files are checked whole first (a bad line fails before the model loads), then streamed again
         for _ in stream_documents(args.sources, fields):
             pass
-    # then streamed again into the index (bounded memory), without repeating the first pass's warnings
-    docs = _quietly(stream_documents(args.sources, fields)) if "-" not in args.sources else stream_documents(
-        args.sources, fields)
+        docs = _quietly(stream_documents(args.sources, fields))  # the first pass showed its warnings
     if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
         if args.sync:
             raise InputError("--sync needs every document in one process: run it without torchrun or --shard")
