@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import weight_cache
 from .compiled import CompiledForward
 from .device import pick_device, pick_dtype
 from .eos_forward import eos_hidden, supports_eos_forward
@@ -98,18 +99,28 @@ class Encoder:
         quantization = check_quantize(quantize, dev, None if dtype is None else pick_dtype(dtype, dev))
         if quantization is not None and not merge_adapter:
             raise InputError("quantize='int8' needs the adapter merged into the weights: drop merge_adapter=False")
-        directory = weights_dir(source)
-        tokenizer = load_tokenizer(directory)
-        model = load_backbone(directory, dtype=pick_dtype(dtype, dev), device=dev)
-        adapter_id = None
-        if adapter_dir is not None:
-            model = _apply_adapter(model, adapter_dir, merge=merge_adapter)
-            adapter_id = adapter_identity(adapter_dir)
+        torch_dtype = pick_dtype(dtype, dev)
+
+        def load() -> tuple[Path, object, torch.nn.Module]:
+            directory = weights_dir(source)
+            tokenizer = load_tokenizer(directory)
+            model = load_backbone(directory, dtype=torch_dtype, device=dev)
+            if adapter_dir is not None:
+                model = _apply_adapter(model, adapter_dir, merge=merge_adapter)
+            return directory, tokenizer, model
+
+        base_id = model_identity(source)
+        adapter_id = adapter_identity(adapter_dir) if adapter_dir is not None else None
+        if source.kind == "gguf" and (adapter_dir is None or merge_adapter) and weight_cache.enabled():
+            # converted and merged once, then memory-mapped (``weight_cache``)
+            key = weight_cache.entry_key(base_id, adapter_id, torch_dtype, dev)
+            tokenizer, model = weight_cache.load(key, load, device=dev)
+        else:
+            _, tokenizer, model = load()
         model.eval()
         if quantization == "int8":
             model = quantize_int8(model)
-        encoder = cls(model, tokenizer, base_identity=model_identity(source), adapter_identity=adapter_id,
-                      max_length=max_length)
+        encoder = cls(model, tokenizer, base_identity=base_id, adapter_identity=adapter_id, max_length=max_length)
         encoder.quantization = quantization
         encoder.source = None if name_or_path is None else str(name_or_path)
         encoder.adapter_path = str(adapter_dir.resolve()) if adapter is not None else None

