@@ -5,7 +5,7 @@ instruction; every query brings its own task.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -175,6 +175,42 @@ def full_groups(writes: Sequence[Write], size: int) -> Iterator[list[Write]]:
             group, parts = [], 0
 
 
+def split_for(doc: Document, tokenizer, max_length: int, chunking: ChunkConfig | None = DEFAULT_CHUNKING) -> list[Document]:
+    """The documents ``doc`` is stored as by an encoder of ``max_length`` with ``tokenizer``: itself, or its
+    chunks when it is longer than a passage (``chunking=None``: itself)."""
+    if chunking is None:
+        return [doc]
+    tokens, overlap = chunking.resolve(max_length)
+    return split_document(doc, chunk_spans(doc.text, tokenizer, tokens, overlap, doc.title))
+
+
+def unchanged_report(store: Store, docs: Iterable[Document], split: Callable[[Document], list[Document]], *,
+                     commit_every: int = 4096, sync: bool = False) -> IndexReport | None:
+    """The report ``SearchIndex.add(docs, sync=sync)`` gives when it has nothing to write, found without a
+    model: every document is stored as exactly the parts ``split`` makes of it (same ids and content
+    hashes: text, title, metadata, and so the same chunking), and with ``sync`` nothing else is stored.
+    None as soon as one document needs a write of any kind (then ``add`` it with the model loaded).
+
+    ``split`` must be the split of the encoder ``add`` would use (``split_for`` with its tokenizer and
+    max length). Reads the store only; ``docs`` is read ``commit_every`` at a time, up to the first change.
+    """
+    if store.manifest is None:
+        return None
+    skipped = 0
+    kept: set[str] = set()
+    for window in windows(docs, commit_every):
+        parts_of = [(d, split(d)) for d in window]
+        writes, n = plan_writes(store, parts_of, skip_unchanged=True)
+        if writes:
+            return None
+        skipped += n
+        if sync:
+            kept.update(p.id for _, parts in parts_of for p in parts)
+    if skipped == 0 or (sync and stale_ids(store, kept)):
+        return None
+    return IndexReport(added=0, updated=0, skipped=skipped, total=store.count())
+
+
 class SearchIndex:
     """Encoder + store. ``add`` embeds documents; ``search`` embeds queries with their task."""
 
@@ -282,10 +318,7 @@ class SearchIndex:
 
     def split(self, doc: Document, chunking: ChunkConfig | None = DEFAULT_CHUNKING) -> list[Document]:
         """The documents ``doc`` is stored as: itself, or its chunks when it is longer than a passage."""
-        if chunking is None:
-            return [doc]
-        tokens, overlap = chunking.resolve(self.encoder.max_length)
-        return split_document(doc, chunk_spans(doc.text, self.encoder.tokenizer, tokens, overlap, doc.title))
+        return split_for(doc, self.encoder.tokenizer, self.encoder.max_length, chunking)
 
     def _write(self, group: Sequence[Write], batch_size: int, show_progress_bar: bool | None,
                gone: Sequence[str] = ()) -> None:

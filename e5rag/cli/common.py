@@ -82,3 +82,35 @@ def load_encoder_for_manifest(manifest, args: argparse.Namespace):
     encoder = Encoder.from_pretrained(source, **kw)
     print(f"e5rag: ... done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     return encoder, source, adapter
+
+
+def recorded_model_tokenizer(manifest, args: argparse.Namespace):
+    """(tokenizer, max_length) of the model an index was built with, without loading the model, when the
+    flags choose that model (``load_encoder_for_manifest``'s choice has the recorded weight identities,
+    max length and quantization); None otherwise (then load the model and let it decide)."""
+    from e5rag.retriever.loading import (
+        adapter_identity,
+        load_tokenizer,
+        model_identity,
+        resolve_adapter,
+        resolve_source,
+        weights_dir,
+    )
+
+    recorded = (manifest.model if manifest is not None else {}) or {}
+    if not recorded.get("base"):
+        return None
+    max_length = int(recorded.get("max_length", 512))
+    if args.max_length is not None and args.max_length != max_length:
+        return None
+    quantize = getattr(args, "quantize", None)
+    if quantize is not None and quantize != (recorded.get("quantization") or "none"):
+        return None
+    source = resolve_source(args.model if args.model is not None else recorded.get("source"))
+    adapter = args.adapter if args.adapter is not None else (
+        recorded.get("adapter_path") if args.model is None else None)
+    adapter_dir = resolve_adapter(adapter) if adapter is not None else source.adapter
+    if model_identity(source) != recorded["base"] or \
+            (adapter_identity(adapter_dir) if adapter_dir is not None else None) != recorded.get("adapter"):
+        return None
+    return load_tokenizer(weights_dir(source)), max_length

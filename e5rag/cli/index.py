@@ -9,6 +9,8 @@ import sys
 
 from .common import add_model_args, add_store_args, store_options
 
+log = logging.getLogger(__name__)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="embed documents into an index (adds new, updates changed, skips unchanged)",
@@ -73,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if args.commit_every < 1:
         raise InputError(f"--commit-every must be at least 1, got {args.commit_every}")
     fields = FieldNames(args.id_field, args.text_field, args.title_field)
+    count = None  # documents in the input, where it can be read twice
     if "-" in args.sources:  # stdin can be read once: streamed straight into the index
         docs = stream_documents(args.sources, fields)
     else:  # files are checked whole first (a bad line fails before the model loads), then streamed again
-        for _ in stream_documents(args.sources, fields):
-            pass
+        count = sum(1 for _ in stream_documents(args.sources, fields))
         docs = _quietly(stream_documents(args.sources, fields))  # the first pass showed its warnings
+
+    def again():  # the files once more, for a check before the model loads
+        return _quietly(stream_documents(args.sources, fields))
     if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
         if args.sync:
             raise InputError("--sync needs every document in one process: run it without torchrun or --shard")
@@ -93,10 +98,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         store = open_store(args.index, index_type=args.index_type, **store_options(args))
         try:
-            encoder, source, adapter = load_encoder_for(store, args)
-            index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
-            report = index.add(docs, batch_size=args.batch_size, commit_every=args.commit_every, chunking=chunking,
-                               sync=args.sync)
+            report = None
+            if count is not None:
+                check_trainable(store, args, count, again, chunking)
+                report = unchanged(store, args, again(), chunking)
+            if report is None:  # something to write: the model is needed
+                encoder, source, adapter = load_encoder_for(store, args)
+                index = SearchIndex(encoder, store, writing=True, model_source=source, adapter=adapter)
+                report = index.add(docs, batch_size=args.batch_size, commit_every=args.commit_every,
+                                   chunking=chunking, sync=args.sync)
         finally:
             store.close()
     out = {"index": args.index, **report.__dict__}
@@ -111,6 +121,85 @@ def run(args: argparse.Namespace) -> int:
               f"{relabelled}{report.skipped} unchanged (skipped){gone}; {report.total} documents in the index",
               file=sys.stderr)
     return 0
+
+
+def unchanged(store, args: argparse.Namespace, docs, chunking):
+    """``add``'s report when every document is already stored as it would be written (and, with --sync,
+    nothing else is), found with the index's tokenizer and no model; None when something must be written,
+    or when the flags or the model's weights differ from what the index recorded."""
+    from e5rag.errors import E5RagError
+    from e5rag.retriever.search import split_for, unchanged_report
+
+    from .common import recorded_model_tokenizer
+
+    try:
+        found = recorded_model_tokenizer(store.manifest, args)
+    except (E5RagError, OSError) as exc:  # the model load that follows reports it properly
+        log.info("could not check for unchanged documents without the model: %s", exc)
+        return None
+    if found is None:
+        return None
+    tokenizer, max_length = found
+    report = unchanged_report(store, docs, lambda d: split_for(d, tokenizer, max_length, chunking),
+                              commit_every=args.commit_every, sync=args.sync)
+    if report is not None:
+        log.info("every document is unchanged: the model was not loaded")
+    return report
+
+
+def ivf_lists(index_type: str) -> int | None:
+    """The number of inverted lists of a FAISS factory string with an IVF stage (IVF256,Flat, OPQ16,IVF256,PQ16,
+    IDMap,IVF1024,Flat), or None for any other index."""
+    import faiss
+
+    for dim in (64, 128, 256, 576, 768, 1024, 4096):
+        try:
+            index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError:
+            continue
+        try:
+            return int(faiss.extract_index_ivf(index).nlist)
+        except RuntimeError:  # no IVF stage
+            return None
+    return None
+
+
+def check_trainable(store, args: argparse.Namespace, count: int, again, chunking) -> None:
+    """Refuse, before any model load or write, a new FAISS IVF index that cannot be trained.
+
+    The store trains an IVF index at its first commit, on the vectors of that commit: so it needs at least
+    nlist passages in the input, and (as every commit but the last holds at least --commit-every passages)
+    --commit-every of at least nlist. The documents are counted first; only when there are fewer than
+    nlist are their passages counted, with the model's tokenizer (a document makes one or more passages).
+    """
+    from e5rag.retriever.errors import InputError
+
+    if store.kind != "faiss" or store.manifest is not None or count == 0:
+        return
+    index_type = args.index_type or "Flat"
+    nlist = ivf_lists(index_type)
+    if nlist is None:
+        return
+    if args.commit_every < nlist:
+        raise InputError(f"index type {index_type!r} is trained at the first commit on at least --commit-every "
+                         f"passages, and its {nlist} lists need at least {nlist}: pass --commit-every {nlist} or more")
+    passages, what = count, f"{count} documents"
+    if count < nlist and chunking is not None:
+        from e5rag.retriever.loading import load_tokenizer, resolve_source, weights_dir
+        from e5rag.retriever.search import split_for
+
+        tokenizer = load_tokenizer(weights_dir(resolve_source(args.model)))
+        max_length = args.max_length or 512
+        passages = 0
+        for doc in again():
+            passages += len(split_for(doc, tokenizer, max_length, chunking))
+            if passages >= nlist:
+                return
+        what = f"{count} documents in {passages} passages"
+    if passages < nlist:
+        raise InputError(f"index type {index_type!r} needs at least {nlist} vectors to train its {nlist} lists, "
+                         f"but the input makes {passages} ({what}): index more documents at once, or use Flat "
+                         f"(or at most IVF{passages},Flat)")
 
 
 def _quietly(items):

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     hybrid = hybrid_from_args(args)
     store = open_store(args.index, readonly=True, **store_options(args))
     try:
+        check_search_flags(store, args)
         encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
         results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
@@ -107,6 +108,26 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_table(query.text, shown_task, hits))
     return 0
+
+
+def check_search_flags(store, args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, a --filter the store cannot evaluate and an --nprobe/--ef the index
+    does not have: the same checks the store makes at search time, with the same messages."""
+    import numpy as np
+
+    from e5rag.indexers.filters import parse_filter
+    from e5rag.indexers.search_params import SearchParams, check_applies
+
+    manifest = store.manifest
+    if manifest is None:
+        return
+    if args.filter is not None and args.filter.strip():
+        if store.kind == "faiss":
+            parse_filter(args.filter)  # FAISS evaluates e5rag's grammar only
+        else:  # Milvus also takes its own expressions, which only the server can judge: one 1-result probe
+            store.search(np.zeros((1, manifest.dim), dtype=np.float32), 1, filter=args.filter)
+    check_applies(SearchParams(nprobe=args.nprobe, ef=args.ef), manifest.index_type,
+                  lite_autoindex_is_hnsw=bool(getattr(store, "lite", False)))
 
 
 def format_table(query: str, task: str | None, hits) -> str:
