@@ -8,7 +8,10 @@ Part 1 (writes): random unit vectors go through the ``Store`` API (``upsert`` + 
 ``--commit`` documents, 4,096 like ``SearchIndex.add``), so only the store is timed, never a model.
 Vectors are made one commit at a time, so the benchmark itself holds none of them. Per commit it
 records seconds and bytes handed to ``write``/``sendfile`` (``wchar`` of ``/proc/self/io``: what
-the store writes, whatever the file system caches). Part 2 (search): a Gaussian mixture (unit
+the store writes, whatever the file system caches), and whether it compacted (wrote a whole new
+generation: FAISS ``CURRENT`` moved). The per-size rows are medians over the 9 commits up to that size
+(a commit that compacts costs the whole index once in a while: the amortised figure is the total
+written divided by the documents). Part 2 (search): a Gaussian mixture (unit
 centres, noise of norm ~``--spread``), queries from the same mixture, exact top-10 by numpy; each
 index is searched through the store at its recorded defaults, FAISS ones also raw (``index.search``
 on the same FAISS object) to show e5rag's overhead.
@@ -57,6 +60,12 @@ class Commit:
     total: int  # documents in the index after this commit
     seconds: float
     bytes_written: int
+    compacted: bool  # wrote a whole new generation (FAISS)
+
+
+def current(location: Path) -> str | None:
+    marker = location / "CURRENT"
+    return marker.read_text() if marker.is_file() else None
 
 
 def write_run(location: Path, n: int, dim: int, commit: int, seed: int, **store_options) -> list[Commit]:
@@ -71,16 +80,16 @@ def write_run(location: Path, n: int, dim: int, commit: int, seed: int, **store_
             vecs = unit_rows(rng, m, dim)
             docs = [Document(f"d{i}", f"document {i} " + "lorem ipsum " * 20, f"title {i}", {"n": i})
                     for i in range(start, start + m)]
-            before, t0 = wchar(), time.perf_counter()
+            gen, before, t0 = current(location), wchar(), time.perf_counter()
             store.upsert(docs, vecs)
             store.commit()
-            out.append(Commit(start + m, time.perf_counter() - t0, wchar() - before))
+            out.append(Commit(start + m, time.perf_counter() - t0, wchar() - before, current(location) != gen))
     finally:
         store.close()
     return out
 
 
-def around(commits: list[Commit], total: int, width: int = 3) -> list[Commit]:
+def around(commits: list[Commit], total: int, width: int = 9) -> list[Commit]:
     """The ``width`` commits ending at the first one reaching ``total`` documents."""
     end = next(i for i, c in enumerate(commits) if c.total >= total)
     return commits[max(0, end - width + 1):end + 1]
@@ -184,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
                 report["writes"].append({
                     "dim": dim, "commits": len(commits), "seconds": sum(c.seconds for c in commits),
                     "bytes_written": sum(c.bytes_written for c in commits), "peak_rss_mib": peak_rss_mib(),
-                    "at": {m: {"seconds_per_commit": float(np.mean([c.seconds for c in around(commits, m)])),
-                               "bytes_per_commit": float(np.mean([c.bytes_written for c in around(commits, m)]))}
+                    "compactions": sum(c.compacted for c in commits[1:]),
+                    "max_seconds_per_commit": max(c.seconds for c in commits),
+                    "at": {m: {"seconds_per_commit": float(np.median([c.seconds for c in around(commits, m)])),
+                               "bytes_per_commit": float(np.median([c.bytes_written for c in around(commits, m)]))}
                            for m in marks}})
                 shutil.rmtree(location, ignore_errors=True)
                 print(f"  writes done: dim {dim}", flush=True)
@@ -196,8 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ne5rag index scale benchmark, {report['date']}, {report['machine']}; {report['versions']}")
     for w in report.get("writes", []):
         print(f"\nwrites: {args.store}, dim {w['dim']}, {args.n} documents in {w['commits']} commits of {args.commit}: "
-              f"{w['seconds']:.0f} s, {w['bytes_written'] / 2**30:.2f} GiB written, peak RSS {w['peak_rss_mib']:.0f} MiB")
-        print("| documents in the index | s per commit | MiB written per commit |\n|---:|---:|---:|")
+              f"{w['seconds']:.0f} s, {w['bytes_written'] / 2**30:.2f} GiB written "
+              f"({w['bytes_written'] / args.n / 1024:.1f} KiB per document, amortised), {w['compactions']} compactions "
+              f"(slowest commit {w['max_seconds_per_commit']:.1f} s), peak RSS {w['peak_rss_mib']:.0f} MiB")
+        print("| documents in the index | s per commit (median of 9) | MiB written per commit (median of 9) |\n"
+              "|---:|---:|---:|")
         for m, a in w["at"].items():
             print(f"| {m:,} | {a['seconds_per_commit']:.2f} | {a['bytes_per_commit'] / 2**20:.1f} |")
     if report.get("search"):

@@ -55,6 +55,16 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class CompactReport:
+    """What a compaction merged: appended segment files, dead vectors dropped, live vectors written."""
+
+    segments: int
+    dead: int
+    vectors: int
+    bytes_written: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What an index holds and which model made it."""
 
@@ -190,6 +200,13 @@ class Store(ABC):
     def set_model(self, model: dict[str, Any]) -> None:
         """Replace the manifest's opaque model record (e.g. a migrated identity); durable on ``commit``."""
         raise StoreError(f"a {self.kind or type(self).__name__} store cannot change its model record")
+
+    def compact(self, force: bool = False) -> CompactReport | None:
+        """Merge what commits appended since the store was last compacted, when it is due (or ``force``).
+
+        Called after a write run's last commit. Stores that manage their own segments (Milvus) return None.
+        """
+        return None
 
     def commit(self) -> None:  # noqa: B027  (a default no-op: stores that write at once need nothing)
         """Make every write so far durable (atomic where the backend allows)."""

@@ -1,4 +1,9 @@
-"""SQLite table of documents keyed by a stable int64 id (the FAISS id). No pickle anywhere."""
+"""SQLite table of documents keyed by a stable int64 id (the FAISS id). No pickle anywhere.
+
+Besides the documents (and their BM25 table), a generation's database lists its vector segment
+files and the ids of stored vectors that are dead (``indexers.segments``): the store's one commit
+point is this database's transaction, in WAL mode, so a commit writes only the pages it changed.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,13 @@ CREATE TABLE IF NOT EXISTS docs (
     metadata TEXT NOT NULL DEFAULT '{}',
     hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS segments (
+    seq INTEGER PRIMARY KEY,
+    file TEXT UNIQUE NOT NULL,
+    rows INTEGER NOT NULL,
+    level INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dead (iid INTEGER PRIMARY KEY);
 """
 _CHUNK = 900  # stay under SQLite's bound-parameter limit
 
@@ -41,6 +53,64 @@ class DocStore:
         if not readonly:
             self.conn.executescript(_SCHEMA)
             bm25.ensure_index(self.conn)  # BM25 over the texts, kept in step by triggers (indexers.bm25)
+
+    def use_wal(self) -> None:
+        """Write-ahead logging with a full sync at each commit: a commit appends only the pages it changed,
+        readers keep their snapshot meanwhile, and a killed writer's uncommitted pages are ignored."""
+        self.commit()
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+
+    def snapshot(self) -> None:
+        """Pin this (read-only) connection to the current committed state until it is closed."""
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+
+    def has_segments(self) -> bool:
+        """Whether this database lists vector segments (a generation of the segmented layout)."""
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'").fetchone()
+        return row is not None
+
+    def segments(self) -> list[tuple[int, str, int, int]]:
+        """(seq, file name, rows, level) of every committed segment, in order."""
+        return [(int(q), f, int(r), int(lv)) for q, f, r, lv in
+                self.conn.execute("SELECT seq, file, rows, level FROM segments ORDER BY seq")]
+
+    def add_segment(self, seq: int, file: str, rows: int, level: int = 0) -> None:
+        self.conn.execute("INSERT INTO segments (seq, file, rows, level) VALUES (?, ?, ?, ?)",
+                          (int(seq), file, int(rows), int(level)))
+
+    def drop_segments(self, seqs: Sequence[int]) -> None:
+        self.conn.executemany("DELETE FROM segments WHERE seq = ?", [(int(q),) for q in seqs])
+
+    def dead(self) -> list[int]:
+        """Ids of stored vectors whose document was replaced or deleted."""
+        return [r[0] for r in self.conn.execute("SELECT iid FROM dead ORDER BY iid")]
+
+    def dead_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+
+    def add_dead(self, iids: Sequence[int]) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO dead (iid) VALUES (?)", [(int(i),) for i in iids])
+
+    def take_dead(self, iids: Sequence[int]) -> set[int]:
+        """Those of ``iids`` that are dead, now forgotten (their vectors are being dropped from a segment)."""
+        found: set[int] = set()
+        for chunk in _chunks([int(i) for i in iids]):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT iid FROM dead WHERE iid IN ({marks})", list(chunk)))
+            self.conn.execute(f"DELETE FROM dead WHERE iid IN ({marks})", list(chunk))
+        return found
+
+    def forget_vectors(self) -> None:
+        """Clear the segment list and the dead ids (a compacted generation's base holds exactly the live vectors)."""
+        self.conn.execute("DELETE FROM segments")
+        self.conn.execute("DELETE FROM dead")
+
+    def copy_to(self, path: Path) -> None:
+        """Write a compacted copy of the committed database to ``path`` (SQLite ``VACUUM INTO``)."""
+        self.commit()
+        self.conn.execute("VACUUM INTO ?", (str(path),))
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])

@@ -30,7 +30,9 @@ def test_faiss_layout_in_the_readme_is_what_is_on_disk(tmp_path):
     root = tmp_path / "my-index"
     with open_store(root) as store:
         store.initialize(4, {"base": "test"})
-        store.upsert([Document("a", "alpha"), Document("b", "beta")], np.eye(4, dtype=np.float32)[:2])
+        store.upsert([Document(f"d{i}", f"text {i}") for i in range(8)], np.eye(8, 4, dtype=np.float32))
+        store.commit()
+        store.upsert([Document("a", "alpha")], np.eye(4, dtype=np.float32)[:1])  # appended as a segment
         store.commit()
         entries = _layout_entries()
         generation = None
@@ -42,7 +44,8 @@ def test_faiss_layout_in_the_readme_is_what_is_on_disk(tmp_path):
                 assert (root / name).exists(), name
             else:
                 assert generation is not None and (generation / name).is_file(), name
-    assert {n for _, n in entries} >= {"CURRENT", ".lock", "index.faiss", "docs.sqlite", "manifest.json"}
+    assert {n for _, n in entries} >= {"CURRENT", ".lock", "index.faiss", "docs.sqlite", "manifest.json",
+                                       "seg-000001.npz"}
 
 
 def _synth_flags(text: str) -> dict[str, str]:

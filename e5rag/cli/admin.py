@@ -1,4 +1,4 @@
-"""``e5rag delete``, ``e5rag info`` and ``e5rag tasks``."""
+"""``e5rag delete``, ``e5rag info``, ``e5rag compact`` and ``e5rag tasks``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_args(p)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=run_info)
+
+    p = sub.add_parser("compact", help="rewrite a FAISS index's base from its live vectors: merges the segments "
+                                       "commits appended and drops replaced or deleted vectors (no re-embedding)")
+    add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_compact)
 
     p = sub.add_parser("tasks", help="list the registered task names and their definitions")
     p.add_argument("--json", action="store_true", help="print a JSON list of {name, definition, kind}")
@@ -43,6 +49,26 @@ def run_delete(args: argparse.Namespace) -> int:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         print(f"e5rag: warning: {len(missing)} id(s) not in the index: {shown}", file=sys.stderr)
         return 1  # like rm: the rest were deleted, but not everything asked for was there
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    from e5rag.indexers import open_store
+
+    with open_store(args.index, readonly=True, **store_options(args)):
+        pass  # refuses a missing index before anything is created
+    with open_store(args.index, **store_options(args)) as store:
+        report = store.compact(force=True)
+        kind = store.kind
+    if report is None:
+        print(f"the {kind} store merges its own segments: nothing to compact at {args.index}", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps({"index": args.index, **report.__dict__}))
+    else:
+        print(f"compacted {args.index}: {report.segments} appended segment(s) and {report.dead} replaced or deleted "
+              f"vector(s) merged; {report.vectors} vectors in the new base ({report.bytes_written / 2**20:.1f} MiB "
+              "written)", file=sys.stderr)
     return 0
 
 

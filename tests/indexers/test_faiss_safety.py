@@ -79,17 +79,45 @@ def test_journal_entries_outside_the_pattern_are_never_followed(tmp_path):
 def test_a_killed_writers_recorded_leftovers_are_removed(tmp_path):
     path = tmp_path / "idx"
     build(path)
+    # Commits append inside the live generation; a whole new one is written by compaction: die just before
+    # it is published (the work folder is complete and recorded, CURRENT still names the old generation).
     script = textwrap.dedent("""
         import os, sys, numpy as np
-        from e5rag.indexers import Document, open_store
+        from e5rag.indexers import Document, atomic, open_store
+        atomic.publish = lambda *args: os._exit(0)  # dies here, without cleanup
         store = open_store(sys.argv[1])
         store.upsert([Document("x", "dirty")], np.ones((1, 8), np.float32))
-        os._exit(0)  # dies without commit or cleanup
+        store.compact(force=True)
     """)
     subprocess.run([sys.executable, "-c", script, str(path)], check=True)
     assert any(p.name.startswith(".tmp-") for p in path.iterdir())
-    build(path, text="after")
-    assert sorted(p.name for p in path.iterdir() if p.name != ".lock") == ["CURRENT", "e5rag-index.json", "gen-000002"]
+    build(path, text="after")  # (replacing all five documents of six: a commit that compacts too)
+    live = (path / "CURRENT").read_text().strip()
+    assert sorted(p.name for p in path.iterdir() if p.name != ".lock") == ["CURRENT", "e5rag-index.json", live]
+    with open_store(path, readonly=True) as store:  # the dead writer's committed upsert ("x") survived
+        assert store.count() == 6 and store.get(["x"])[0].text == "dirty"
+
+
+def test_a_segment_written_but_never_committed_is_removed_by_the_next_writer(tmp_path):
+    path = tmp_path / "idx"
+    build(path)
+    script = textwrap.dedent("""
+        import os, sys, numpy as np
+        from e5rag.indexers import Document, docstore, open_store
+        docstore.DocStore.add_segment = lambda *args: os._exit(0)  # dies after the file, before the transaction
+        store = open_store(sys.argv[1])
+        store.upsert([Document("x", "dirty")], np.ones((1, 8), np.float32))
+        store.commit()
+    """)
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert (path / "gen-000001" / "seg-000001.npz").is_file()
+    with open_store(path, readonly=True) as store:  # never listed, so never read
+        assert store.count() == 5 and store.get(["x"]) == [None]
+    build(path, n=2, text="after")  # the next writer removes it, then writes its own segment 1
+    with open_store(path, readonly=True) as store:
+        assert store.count() == 5 and store.get(["x"]) == [None] and store.get(["d1"])[0].text == "after 1"
+        assert store.get_vectors(["d1"])["d1"].tolist() == \
+            np.random.default_rng(0).normal(size=(2, DIM)).astype(np.float32)[1].tolist()
 
 
 def test_an_index_written_before_the_marker_still_opens_and_gets_one(tmp_path):
@@ -145,49 +173,61 @@ def test_a_file_of_a_generation_that_is_a_symlink_is_refused(tmp_path):
 _PUBLISHER = textwrap.dedent("""
     import sys, numpy as np
     from e5rag.indexers import Document, open_store
-    rng = np.random.default_rng(0)
+    changed = int(sys.argv[2])
     store = open_store(sys.argv[1])
     print("ready", flush=True)
-    for round_ in range(100000):
-        store.upsert([Document(f"d{i}", f"round {round_}") for i in range(20)],
-                     rng.normal(size=(20, 8)).astype(np.float32))
+    for round_ in range(100000):  # each commit rewrites the first `changed` documents: text and vector say the round
+        vecs = np.zeros((changed, 8), np.float32)
+        vecs[:, 0], vecs[:, 1] = round_ + 1, np.arange(changed)
+        store.upsert([Document(f"d{i}", f"round {round_}") for i in range(changed)], vecs)
         store.commit()
 """)
 
 _READER = textwrap.dedent("""
     import sys
     from e5rag.indexers import open_store
-    failures, gens = [], set()
+    total, changed = int(sys.argv[3]), int(sys.argv[4])
+    failures, rounds = [], set()
     for _ in range(int(sys.argv[2])):
         try:
             with open_store(sys.argv[1], readonly=True) as store:
-                docs = store.get([f"d{i}" for i in range(20)])
-                assert store.count() == 20 and len({d.text for d in docs}) == 1, "mixed generations"
-                gens.add(store._gen.name)
+                ids = [f"d{i}" for i in range(changed)]
+                texts = {d.text for d in store.get(ids)}
+                assert store.count() == total and len(texts) == 1, f"mixed states: {sorted(texts)[:3]}"
+                (text,) = texts
+                if text.startswith("round "):
+                    n = int(text.split()[1])
+                    vecs = store.get_vectors(ids)
+                    assert all(vecs[f"d{i}"][:2].tolist() == [n + 1, i] for i in range(changed)), "vector of another round"
+                    rounds.add(n)
         except Exception as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
-    print(len(failures), len(gens), flush=True)
+    print(len(failures), len(rounds), flush=True)
     for f in failures[:5]:
         print(f, flush=True)
 """)
 
 
-def test_readers_never_see_a_torn_publish(tmp_path):
+# (20, 20): every commit replaces the whole index, so each one compacts into a new generation;
+# (2000, 10): commits append segments in the live generation, merge them and now and then compact.
+@pytest.mark.parametrize(("total", "changed"), [(20, 20), (2000, 10)])
+def test_readers_never_see_a_torn_publish(tmp_path, total, changed):
     path = tmp_path / "busy"
-    build(path, n=20)
-    writer = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(path)], stdout=subprocess.PIPE, text=True)
+    build(path, n=total)
+    writer = subprocess.Popen([sys.executable, "-c", _PUBLISHER, str(path), str(changed)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert writer.stdout.readline().strip() == "ready"
-        r = subprocess.run([sys.executable, "-c", _READER, str(path), "1200"], capture_output=True, text=True,
-                           timeout=300)
+        r = subprocess.run([sys.executable, "-c", _READER, str(path), "1200", str(total), str(changed)],
+                           capture_output=True, text=True, timeout=300)
     finally:
         writer.kill()
         writer.wait()
     assert r.returncode == 0, r.stderr
-    failures, generations = map(int, r.stdout.split("\n")[0].split())
+    failures, rounds = map(int, r.stdout.split("\n")[0].split())
     assert failures == 0, r.stdout
-    # the writer really published many times while the reader opened (a loaded CI host publishes less)
-    assert generations >= 5
+    # the writer really committed many times while the reader opened (a loaded CI host commits less)
+    assert rounds >= 5
 
 
 # ---------------------------------------------------------------- 6: damaged folders are one clear error
@@ -287,8 +327,10 @@ def test_milvus_refuses_a_faiss_folder(tmp_path):
 
 def test_a_bad_index_type_is_refused_at_open_and_leaves_nothing(tmp_path):
     path = tmp_path / "new" / "idx"
-    with pytest.raises(StoreInputError, match="cannot build index type 'NotAnIndex'"):
+    with pytest.raises(StoreInputError, match="cannot build index type 'NotAnIndex'") as caught:
         open_store(path, index_type="NotAnIndex")
+    # FAISS's own words, without the C++ signature and source line it prefixes them with
+    assert "could not parse index string NotAnIndex" in str(caught.value) and "Error in" not in str(caught.value)
     assert not (tmp_path / "new").exists()
     with open_store(path, index_type="PQ4") as store:  # valid at some dimensions (divisible by 4): accepted
         assert store.manifest is None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,7 +188,10 @@ def test_killed_writer_leaves_previous_index_intact(tmp_path):
         store.upsert([Document("b", "after")], np.ones((1, 16), np.float32))
         store.commit()
         assert store.count() == 51
-    assert sorted(p for p in os.listdir(path) if not p.startswith(".lock")) == ["CURRENT", "e5rag-index.json", "gen-000002"]
+    # the later writer appended to the live generation: one segment with its one vector, nothing of the dead one's
+    assert sorted(p for p in os.listdir(path) if not p.startswith(".lock")) == ["CURRENT", "e5rag-index.json", "gen-000001"]
+    assert sorted(os.listdir(Path(path) / "gen-000001")) == ["docs.sqlite", "index.faiss", "manifest.json",
+                                                               "seg-000001.npz"]
 
 
 _LOOPER = textwrap.dedent("""
@@ -224,3 +228,16 @@ def test_kill_during_commits_never_leaves_a_half_written_index(tmp_path, delay):
         assert store.count() == 2000 and all(d is not None for d in docs)
         assert len({d.text for d in docs}) == 1  # one whole round, never a mix
         assert len(store.search(np.ones((1, 64), np.float32), k=5)[0]) == 5
+
+
+def test_an_ivf_index_with_too_few_vectors_says_so_in_faiss_words(tmp_path):
+    rng = np.random.default_rng(4)
+    with open_store(tmp_path / "ivf", index_type="IVF16,Flat") as store:
+        store.initialize(DIM, {"base": "m"})
+        store.upsert(docs_for(4), unit(rng, 4))
+        with pytest.raises(StoreInputError, match=r"could not be trained on 4 vectors") as caught:
+            store.commit()
+    message = str(caught.value)
+    assert "Number of training points (4) should be at least as large as number of clusters (16)" in message
+    assert "Error in" not in message and "faiss::" not in message
+    assert not (tmp_path / "ivf" / "CURRENT").exists()  # nothing was published
