@@ -114,6 +114,22 @@ def check_index_type(index_type: str) -> None:
                           "(see faiss index_factory strings such as Flat, HNSW32, IVF256,Flat)")
 
 
+def ivf_lists(index_type: str) -> int | None:
+    """The number of inverted lists of a factory string with an IVF stage (``IVF256,Flat``,
+    ``OPQ16,IVF256,PQ16``), or None for any other index (or a string FAISS cannot build)."""
+    faiss = _faiss()
+    for dim in _PROBE_DIMS:
+        try:
+            index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError:
+            continue
+        try:
+            return int(faiss.extract_index_ivf(index).nlist)
+        except RuntimeError:  # no IVF stage
+            return None
+    return None
+
+
 def _read_manifest_file(root: Path, path: Path) -> Manifest:
     where = f"{path.parent.name}/{path.name}"
     try:

@@ -147,23 +147,6 @@ def unchanged(store, args: argparse.Namespace, docs, chunking):
     return report
 
 
-def ivf_lists(index_type: str) -> int | None:
-    """The number of inverted lists of a FAISS factory string with an IVF stage (IVF256,Flat, OPQ16,IVF256,PQ16,
-    IDMap,IVF1024,Flat), or None for any other index."""
-    import faiss
-
-    for dim in (64, 128, 256, 576, 768, 1024, 4096):
-        try:
-            index = faiss.index_factory(dim, index_type, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError:
-            continue
-        try:
-            return int(faiss.extract_index_ivf(index).nlist)
-        except RuntimeError:  # no IVF stage
-            return None
-    return None
-
-
 def check_trainable(store, args: argparse.Namespace, count: int, again, chunking) -> None:
     """Refuse, before any model load or write, a new FAISS IVF index that cannot be trained.
 
@@ -172,6 +155,7 @@ def check_trainable(store, args: argparse.Namespace, count: int, again, chunking
     --commit-every of at least nlist. The documents are counted first; only when there are fewer than
     nlist are their passages counted, with the model's tokenizer (a document makes one or more passages).
     """
+    from e5rag.indexers.faiss_store import ivf_lists
     from e5rag.retriever.errors import InputError
 
     if store.kind != "faiss" or store.manifest is not None or count == 0:
