@@ -355,6 +355,11 @@ class FaissStore(Store):
     def manifest(self) -> Manifest | None:
         return self._manifest
 
+    @property
+    def layout(self) -> Layout | None:
+        """The live generation's base, appended segments and dead vectors (None: the older layout, or empty)."""
+        return self._layout
+
     def initialize(self, dim: int, model: dict[str, Any]) -> None:
         if self._manifest is not None:
             raise StoreError(f"index {self.root} is already initialised")

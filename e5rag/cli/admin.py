@@ -77,6 +77,10 @@ def run_info(args: argparse.Namespace) -> int:
 
     with open_store(args.index, readonly=True, **store_options(args)) as store:
         info = {"index": args.index, **store.manifest.to_dict(), "count": store.count()}
+        layout = getattr(store, "layout", None)  # FAISS: what commits appended since the last compaction
+        if layout is not None:
+            info["storage"] = {"base_vectors": layout.base_rows, "segments": layout.segments,
+                               "appended_vectors": layout.segment_rows, "dead_vectors": layout.dead}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -110,7 +114,18 @@ def _info_lines(info: dict) -> list[tuple[str, str]]:
             ("max length", f"{known(model.get('max_length'))} tokens"),
             ("dim", str(info["dim"])),
             ("pooling", known(model.get("pooling"))),
-            ("built", known(model.get("built")))]
+            ("built", known(model.get("built")))] + _storage_line(info.get("storage"))
+
+
+def _storage_line(storage: dict | None) -> list[tuple[str, str]]:
+    if storage is None:
+        return []
+    text = f"{storage['base_vectors']} vectors in the base"
+    if storage["segments"]:
+        text += f", {storage['appended_vectors']} appended in {storage['segments']} segment(s)"
+    if storage["dead_vectors"]:
+        text += f", {storage['dead_vectors']} replaced or deleted (dropped at the next compaction)"
+    return [("storage", text)]
 
 
 def run_tasks(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -180,11 +181,19 @@ def test_compact_command_rewrites_the_base_and_drops_dead_vectors(tmp_path, caps
         store.delete(["d2"])
         store.commit()
         assert len(store._masked) == 2 and store._layout.dead == 2  # HNSW cannot remove: masked at search
+    assert cli_main(["info", "--index", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["storage"] == {"base_vectors": 100, "segments": 1,
+                                                              "appended_vectors": 1, "dead_vectors": 2}
+    assert cli_main(["info", "--index", str(path)]) == 0
+    assert re.search(r"^storage +100 vectors in the base, 1 appended in 1 segment\(s\), 2 replaced or deleted "
+                     r"\(dropped at the next compaction\)$", capsys.readouterr().out, re.M)
     gen = (path / "CURRENT").read_text().strip()
     assert cli_main(["compact", "--index", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["segments"], report["dead"], report["vectors"]) == (1, 2, 99)
     assert (path / "CURRENT").read_text().strip() != gen and listing(path) == ([], [])
+    assert cli_main(["info", "--index", str(path)]) == 0
+    assert re.search(r"^storage +99 vectors in the base$", capsys.readouterr().out, re.M)
     with open_store(path, readonly=True) as store:
         assert store.count() == 99 and store._index.ntotal == 99 and not store._masked
         hits = store.search(vecs[2:3], k=3)[0]
