@@ -56,6 +56,17 @@ def join(device_type: str) -> DistInfo:
     return info
 
 
+def leave() -> None:
+    """End this process's part of a launched job: wait for every rank, then close the process group.
+
+    A gloo group still open when the interpreter exits can abort the process ("terminate called
+    without an active exception", exit -6), which torchrun reports as a failed job. No-op for one process.
+    """
+    if launched_world_size() > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

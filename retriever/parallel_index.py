@@ -110,9 +110,10 @@ def run_index_job(docs: Iterable[Document], location: str, open_store: Callable[
         return _add_own_shard(docs, open_store, load_encoder, shard, batch_size, commit_every, skip_unchanged, chunking)
     info = dist.join(device_type)
     with _stopped_by_launcher(info):
-        if server:
-            return _server_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged, chunking)
-        return _one_writer_job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged, chunking)
+        job = _server_job if server else _one_writer_job
+        report = job(docs, open_store, load_encoder, info, batch_size, commit_every, skip_unchanged, chunking)
+        dist.leave()  # every rank done: close the group before the interpreter exits
+    return report
 
 
 _committed = threading.local()  # documents in the index at this rank's last commit, for messages
