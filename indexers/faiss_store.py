@@ -7,9 +7,9 @@ later commits appended (``indexers.segments``). A commit writes one segment file
 it added and commits one SQLite transaction that lists it beside the changed documents and the ids
 of the vectors they replaced: its cost is what changed, not the size of the store. A whole new
 generation is written only by the first commit, by the first write to an index of the older
-one-file layout, by a commit that trains an IVF index, and by ``compact`` (which ``SearchIndex.add``
-runs at the end of a write run when appended and dead vectors exceed a quarter of the base).
-A process killed at any point leaves the last committed state searchable.
+one-file layout, by a commit that trains an IVF index, and by compaction: a commit compacts when
+appended and dead vectors pass a quarter of the base (``indexers.segments``), ``compact(force=True)``
+on demand. A process killed at any point leaves the last committed state searchable.
 """
 
 from __future__ import annotations
@@ -550,7 +550,7 @@ class FaissStore(Store):
             listed.append((seq, segments.segment_name(seq), len(iids), level))
             merged += [f for _, f, _, _ in parts]
         docs.commit()  # the commit point: documents, BM25, segment list and dead ids together
-        for file in merged:  # listed by no committed state any more (open readers hold their own handles)
+        for file in merged:  # listed by no committed state now (a reader still opening an older one opens again)
             (self._gen / file).unlink(missing_ok=True)
         self._appended = []
         self._layout = Layout(layout.base_rows, sum(n for _, _, n, _ in listed), len(listed), docs.dead_count())
