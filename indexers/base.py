@@ -204,7 +204,8 @@ class Store(ABC):
     def compact(self, force: bool = False) -> CompactReport | None:
         """Merge what commits appended since the store was last compacted, when it is due (or ``force``).
 
-        Called after a write run's last commit. Stores that manage their own segments (Milvus) return None.
+        FAISS commits pending writes first, and its commits compact by themselves when due, so this is for
+        merging on demand (``e5rag compact``). Stores that manage their own segments (Milvus) return None.
         """
         return None
 

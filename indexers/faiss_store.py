@@ -540,8 +540,7 @@ class FaissStore(Store):
             vecs = np.concatenate([v for _, v in loaded])
             dead = docs.take_dead(iids.tolist())  # dropped here, so no longer dead anywhere
             if dead:
-                keep = np.fromiter((i not in dead for i in iids.tolist()), dtype=bool, count=len(iids))
-                iids, vecs = iids[keep], vecs[keep]
+                ((iids, vecs),) = _without([(iids, vecs)], dead)
             seq += 1
             level = parts[0][3] + 1
             segments.write_segment(self._gen / segments.segment_name(seq), iids, vecs)

@@ -34,13 +34,11 @@ def segment_name(seq: int) -> str:
     return f"seg-{seq:06d}.npz"
 
 
-def write_segment(path: Path, iids: np.ndarray, vectors: np.ndarray) -> int:
-    """Write one segment durably (temporary file, fsync, rename). -> bytes written"""
+def write_segment(path: Path, iids: np.ndarray, vectors: np.ndarray) -> None:
+    """Write one segment durably (temporary file, fsync, rename)."""
     with fsutil.atomic_open(path, "wb") as fh:
         np.savez(fh, ids=np.ascontiguousarray(iids, dtype=np.int64),
                  vectors=np.ascontiguousarray(vectors, dtype=np.float32))
-        size = fh.tell()
-    return size
 
 
 def read_segment(path: Path, dim: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
