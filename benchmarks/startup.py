@@ -5,6 +5,8 @@ Runs ``e5rag`` as a subprocess, as a user does, against a small FAISS index of e
 * ``search`` cold: an empty ``$E5RAG_CACHE`` (GGUF dequantised, adapter merged, weights cached);
 * ``search`` warm: the same again, the weight cache populated (a memory-mapped load), ``--repeat`` times;
 * ``search`` with the weight cache off (``E5RAG_WEIGHT_CACHE=0``: the converted GGUF, then PEFT's merge);
+* ``search --server``: the queries embedded by a running ``e5rag serve`` (the model stays loaded there;
+  the search process imports neither torch nor transformers), ``--repeat`` times;
 * ``index`` of the same unchanged corpus (no model load).
 
     python benchmarks/startup.py [--repeat 3] [--work DIR]
@@ -16,6 +18,7 @@ folder (the cache too), so the user's cache is neither used nor touched.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -64,6 +67,22 @@ def main() -> None:
         off = dict(env, E5RAG_WEIGHT_CACHE="0")
         rows.append(("search, weight cache off (from_pretrained + PEFT merge)",
                      [timed(search, off)[0] for _ in range(args.repeat)]))
+        server = subprocess.Popen(E5RAG + ["serve", "--index", index, "--port", "0"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            started = time.perf_counter()
+            url = json.loads(server.stdout.readline())["url"]
+            rows.append(("serve: load the model and listen (once)", [time.perf_counter() - started]))
+            # each search runs with the same flags as above, plus the server; its output is checked equal
+            local = subprocess.run(E5RAG + search, env=env, capture_output=True, text=True).stdout
+            remote = [timed(search + ["--server", url], env) for _ in range(args.repeat)]
+            if subprocess.run(E5RAG + search + ["--server", url], env=env, capture_output=True,
+                              text=True).stdout != local:
+                sys.exit("search --server printed other results than a search that loads the model")
+            rows.append(("search --server (a running `e5rag serve`)", [w for w, _ in remote]))
+        finally:
+            server.terminate()
+            server.wait(60)
         unchanged = []
         for _ in range(args.repeat):
             wall, err = timed(["index", str(CORPUS), "--index", index], env)

@@ -20,7 +20,6 @@ from .device import pick_device, pick_dtype
 from .eos_forward import eos_hidden, supports_eos_forward
 from .errors import InputError, ModelLoadError
 from .fingerprint import ModelFingerprint
-from .instructions import format_document, format_queries
 from .loading import (
     adapter_identity,
     load_backbone,
@@ -34,8 +33,7 @@ from .loading import (
 from .pooling import l2_normalize, last_token_pool, position_ids_from_mask
 from .progress import progress
 from .quantize import check_quantize, quantize_int8
-from .similarity import cosine_similarity
-from .tasks import resolve_task
+from .text_api import TextEncoderAPI, check_texts
 from .tokenization import PaddingSide, pad_batch, pad_id_of, tokenize_with_eos
 
 log = logging.getLogger(__name__)
@@ -43,19 +41,7 @@ log = logging.getLogger(__name__)
 _PROGRESS_MIN_TEXTS = 256
 
 
-def _check_texts(texts: Sequence[str], what: str) -> list[str]:
-    if isinstance(texts, str):
-        raise InputError(f"{what} must be a list of strings, not one string: wrap it as [text]")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise InputError(f"{what} {i} is {type(t).__name__}, not a string")
-        if not t.strip():
-            raise InputError(f"{what} {i} is empty: remove it or give it some text")
-    return out
-
-
-class Encoder:
+class Encoder(TextEncoderAPI):
     """An embedding model: a causal LM backbone with last-token pooling on an appended EOS."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, *, base_identity: str, adapter_identity: str | None = None,
@@ -150,6 +136,11 @@ class Encoder:
         return next(self.model.parameters()).device
 
     @property
+    def weights_dtype(self) -> str:
+        """The backbone's parameter dtype as a name ("float32", "bfloat16"), as index manifests record it."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
     def fingerprint(self) -> ModelFingerprint:
         """Identity of the vector space this encoder produces (stored in index manifests)."""
         return ModelFingerprint(base=self._base_identity, adapter=self._adapter_identity, dim=self.dim,
@@ -195,7 +186,7 @@ class Encoder:
         Texts are sorted by token length into batches (less padding), then put back in order.
         ``normalize_embeddings=False`` returns the raw EOS hidden states (in float32).
         """
-        texts = _check_texts(texts, "text")
+        texts = check_texts(texts, "text")
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if not texts:
@@ -218,67 +209,6 @@ class Encoder:
                     out[idx] = self.eos_states(ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
                 bar.update(len(idx))
         return out
-
-    def encode_document(self, texts: str | Sequence[str], titles: str | Sequence[str | None] | None = None,
-                        batch_size: int = 16, show_progress_bar: bool | None = None, *,
-                        normalize_embeddings: bool = True, convert_to_tensor: bool = False) -> np.ndarray | torch.Tensor:
-        """Embed documents with no instruction; a title is prefixed as ``f"{title} {text}"``.
-
-        A list gives (n, dim), one string (dim,); float32 numpy, or a torch tensor with
-        ``convert_to_tensor=True``. ``normalize_embeddings=False``: raw EOS states (see ``encode``).
-        """
-        single = isinstance(texts, str)
-        if single:
-            texts, titles = [texts], (None if titles is None else [titles])
-        if titles is not None:
-            if isinstance(texts, str):
-                raise InputError("document must be a list of strings, not one string: wrap it as [text]")
-            texts, titles = list(texts), list(titles)
-            if len(titles) != len(texts):
-                raise InputError(f"got {len(titles)} titles for {len(texts)} documents")
-            for i, t in enumerate(texts):
-                if not isinstance(t, str):
-                    raise InputError(f"document {i} is {type(t).__name__}, not a string")
-            texts = [format_document(t, ti) for t, ti in zip(texts, titles, strict=True)]
-        texts = _check_texts(texts, "document")
-        out = self.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                          normalize_embeddings=normalize_embeddings)
-        return _as_requested(out, single, convert_to_tensor)
-
-    def encode_query(self, texts: str | Sequence[str], task: str | Sequence[str] | None = None, batch_size: int = 16,
-                     show_progress_bar: bool | None = None, use_instruction: bool = True, *,
-                     normalize_embeddings: bool = True, convert_to_tensor: bool = False) -> np.ndarray | torch.Tensor:
-        """Embed queries as ``Instruct: {task}\\nQuery: {query}``. A list -> (n, dim), one string -> (dim,)
-
-        ``task`` is one registered name or sentence for all queries, or one per query; None is
-        the default web-search task. ``use_instruction=False`` embeds bare queries (the ablation).
-        ``convert_to_tensor`` / ``normalize_embeddings`` as in ``encode_document``.
-        """
-        single = isinstance(texts, str)
-        texts = _check_texts([texts] if single else texts, "query")
-        if not use_instruction:
-            tasks = None
-        elif task is None or isinstance(task, str):
-            tasks = resolve_task(task)
-        else:
-            tasks = [resolve_task(t) for t in task]
-        out = self.encode(format_queries(tasks, texts), batch_size=batch_size, show_progress_bar=show_progress_bar,
-                          normalize_embeddings=normalize_embeddings)
-        return _as_requested(out, single, convert_to_tensor)
-
-    similarity_fn_name = "cosine"
-
-    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of every row of ``a`` with every row of ``b``, as sentence-transformers'
-        ``model.similarity``. (n, dim) or (dim,), (m, dim) or (dim,) -> (n, m) float32 tensor"""
-        return cosine_similarity(a, b)
-
-
-def _as_requested(out: np.ndarray, single: bool, convert_to_tensor: bool) -> np.ndarray | torch.Tensor:
-    """(n, dim) -> (dim,) for one input string; a torch tensor if asked."""
-    if single:
-        out = out[0]
-    return torch.from_numpy(out) if convert_to_tensor else out
 
 
 def _right_padded(attention_mask: torch.Tensor, lengths: torch.Tensor) -> bool:

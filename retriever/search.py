@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from e5rag.indexers import Document, Hit, Store, StoreError, open_store
 
 from .chunking import DEFAULT_CHUNKING, ChunkConfig, chunk_spans
-from .encoder import Encoder
 from .errors import IndexMismatchError, InputError
 from .fingerprint import ModelFingerprint
 from .fusion import HybridConfig, fuse
@@ -33,6 +32,9 @@ from .parents import (
     split_document,
     stale_ids,
 )
+
+if TYPE_CHECKING:  # the encoder (and torch) load only where a model is loaded: a served model needs neither
+    from .encoder import Encoder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,7 +111,7 @@ def model_record(encoder: Encoder, source: str | None = None, adapter: str | Non
     record["source"] = source
     adapter = adapter if adapter is not None else encoder.adapter_path
     record["adapter_path"] = str(Path(adapter).resolve()) if adapter else None
-    record["dtype"] = str(next(encoder.model.parameters()).dtype).removeprefix("torch.")
+    record["dtype"] = encoder.weights_dtype
     record["built"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
@@ -229,6 +231,8 @@ class SearchIndex:
         store = open_store(location, readonly=readonly, **store_options)
         try:
             if encoder is None:
+                from .encoder import Encoder
+
                 recorded = (store.manifest.model if store.manifest else {}) or {}
                 model = model if model is not None else recorded.get("source")
                 adapter = adapter if adapter is not None else recorded.get("adapter_path")

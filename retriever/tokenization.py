@@ -8,9 +8,10 @@ removed first so it is never doubled.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported by pad_batch: chunking and search import this module without it
+    import torch
 
 PaddingSide = Literal["left", "right"]
 
@@ -58,6 +59,8 @@ def tokenize_with_eos(tokenizer, texts: Sequence[str], max_length: int) -> tuple
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: PaddingSide = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Pad id lists into ``input_ids`` and ``attention_mask``, both (batch, max_len) int64."""
+    import torch
+
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.int64)
     mask = torch.zeros((len(seqs), width), dtype=torch.int64)

@@ -22,6 +22,8 @@ def _isolated_cache(tmp_path_factory):
     unless E5RAG_TEST_CACHE points at a persistent one (CI uses it to convert SmolLM2 once)."""
     old = os.environ.get("E5RAG_CACHE")
     os.environ["E5RAG_CACHE"] = os.environ.get("E5RAG_TEST_CACHE") or str(tmp_path_factory.mktemp("e5rag-cache"))
+    for name in ("E5RAG_SERVER", "E5RAG_API_KEY"):  # a user's running `e5rag serve` must not answer the tests
+        os.environ.pop(name, None)
     yield
     if old is None:
         os.environ.pop("E5RAG_CACHE", None)

@@ -16,7 +16,7 @@ import sys
 
 from e5rag import __version__
 
-COMMAND_MODULES = ("index", "search", "get", "admin", "synth", "evaluate", "train", "reindex")
+COMMAND_MODULES = ("index", "search", "serve", "get", "admin", "synth", "evaluate", "train", "reindex")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,8 +27,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_note: str = "the embed
                         "default model's vectors stay within cosine 0.99 of fp32); default: the index's, else none")
 
 
-def add_store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, metavar="PATH",
+def add_store_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--index", required=required, metavar="PATH",
                    help="index location: NAME.db (Milvus Lite file), http://host:19530 (Milvus server) "
                         "or a directory (FAISS)")
     g = p.add_argument_group("store")

@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "document appears once, as its best chunk")
     add_hybrid_args(p)
     add_model_args(p, default_note="the model recorded in the index")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="embed the queries with a running `e5rag serve` at URL instead of loading the model "
+                        "here (starts in well under a second; default: the E5RAG_SERVER environment variable)")
     p.set_defaults(func=run)
 
 
@@ -90,7 +93,14 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.index, readonly=True, **store_options(args))
     try:
         check_search_flags(store, args)
-        encoder, source, adapter = load_encoder_for(store, args)
+        server = server_url(args)
+        if server is not None:
+            from e5rag.retriever.remote import RemoteEncoder
+
+            encoder = RemoteEncoder(server)
+            source, adapter = encoder.source, encoder.adapter_path
+        else:
+            encoder, source, adapter = load_encoder_for(store, args)
         index = SearchIndex(encoder, store, model_source=source, adapter=adapter)
         results = index.search([q.text for q in queries], task=tasks, k=args.k, filter=args.filter,
                                use_instruction=not args.no_instruction, batch_size=args.batch_size,
@@ -108,6 +118,28 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_table(query.text, shown_task, hits))
     return 0
+
+
+_LOCAL_MODEL_FLAGS = ("model", "adapter", "max_length", "device", "dtype", "quantize")
+
+
+def server_url(args: argparse.Namespace) -> str | None:
+    """--server, else $E5RAG_SERVER, else None (load the model here). Flags that choose or shape a local
+    model are refused beside a server: the server's model is the one it was started with."""
+    import os
+
+    from e5rag.retriever.errors import InputError
+
+    url = args.server if args.server is not None else os.environ.get("E5RAG_SERVER") or None
+    if url is None:
+        return None
+    given = [f"--{name.replace('_', '-')}" for name in _LOCAL_MODEL_FLAGS if getattr(args, name) is not None]
+    given += ["--compile"] if args.compile else []
+    if given:
+        where = "--server" if args.server is not None else "E5RAG_SERVER"
+        raise InputError(f"{', '.join(given)} choose the model loaded here, but {where} names a server, whose "
+                         "model is the one `e5rag serve` loaded: drop them, or drop the server to load here")
+    return url
 
 
 def check_search_flags(store, args: argparse.Namespace) -> None:
