@@ -75,15 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if args.commit_every < 1:
         raise InputError(f"--commit-every must be at least 1, got {args.commit_every}")
     fields = FieldNames(args.id_field, args.text_field, args.title_field)
+    def again():  # the files once more (the first pass showed their warnings)
+        return _quietly(stream_documents(args.sources, fields))
+
     count = None  # documents in the input, where it can be read twice
     if "-" in args.sources:  # stdin can be read once: streamed straight into the index
         docs = stream_documents(args.sources, fields)
     else:  # files are checked whole first (a bad line fails before the model loads), then streamed again
         count = sum(1 for _ in stream_documents(args.sources, fields))
-        docs = _quietly(stream_documents(args.sources, fields))  # the first pass showed its warnings
-
-    def again():  # the files once more, for a check before the model loads
-        return _quietly(stream_documents(args.sources, fields))
+        docs = again()
     if args.shard is not None or launched_world_size() > 1:  # --shard I/N, or under torchrun
         if args.sync:
             raise InputError("--sync needs every document in one process: run it without torchrun or --shard")
