@@ -1,5 +1,5 @@
 """``e5rag train`` (LoRA contrastive fine-tuning), ``e5rag mine`` (hard negatives for a BEIR
-dataset) and ``e5rag merge`` (fold an adapter into the base weights).
+dataset or a training-pairs file) and ``e5rag merge`` (fold an adapter into the base weights).
 
 Every training option is a flag built from ``training.config.TrainConfig``; ``--config FILE.yaml``
 sets any of them and flags override the file. Several processes: ``torchrun --nproc_per_node N -m
@@ -90,24 +90,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_config_flags(p)
     p.set_defaults(func=run_train)
 
-    m = sub.add_parser("mine", help="mine hard negatives for a BEIR dataset into training JSONL",
-                       description="Search each query of a BEIR split with its task and keep documents ranked "
-                                   "inside --window (positives excluded) as hard negatives.")
-    m.add_argument("dataset", metavar="BEIR_DIR", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    m = sub.add_parser("mine", help="mine hard negatives for a BEIR dataset or a training-pairs file into training JSONL",
+                       description="Search each query with its task and keep documents ranked inside --window "
+                                   "(the query's positives excluded) as hard negatives. A BEIR folder: its corpus "
+                                   "and the --split queries; one row per (query, relevant document). A training-pairs "
+                                   "JSONL file (the rows `e5rag train --data` reads): the corpus is the file's "
+                                   "distinct positives, each distinct (task, query) is searched with its row's task, "
+                                   "and every positive it appears with (or a whitespace variant of one) is never its "
+                                   "negative; one row per input row, its fields kept, with `negatives` = its "
+                                   "labelled negative (if any) first, then the mined ones.")
+    m.add_argument("dataset", metavar="BEIR_DIR|PAIRS.jsonl",
+                   help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a training-pairs JSONL file "
+                        "({task, query, positive, negative} per line)")
     m.add_argument("--output", dest="out", required=True, metavar="FILE.jsonl", help="where to write the training rows")
-    m.add_argument("--split", default="train", help="qrels split whose queries are mined (default train)")
+    m.add_argument("--split", default=None,
+                   help="qrels split whose queries are mined (BEIR folders only; default train)")
     m.add_argument("--index", default=None, metavar="PATH",
-                   help="search this e5rag index of the corpus (default or 'none': embed the corpus now)")
+                   help="search this e5rag index of the BEIR corpus (default or 'none': embed the corpus now; "
+                        "not for a pairs file)")
     m.add_argument("--window", default="30-100", help="ranks to take negatives from, both included (default 30-100)")
     m.add_argument("--num-negatives", type=int, default=8, help="negatives kept per query (0: all; default 8)")
-    m.add_argument("--task", default=None, help="task name or sentence (default: the task named like the folder)")
+    m.add_argument("--max-queries", type=int, default=None, metavar="N",
+                   help="mine only N distinct queries drawn with --seed (the corpus stays whole; for big files on "
+                        "a slow CPU); rows of the other queries are not written (default: every query)")
+    m.add_argument("--task", default=None,
+                   help="task name or sentence of a BEIR folder (default: the task named like the folder); "
+                        "pairs rows carry their own")
     m.add_argument("--model", default=None,
                    help="retriever to mine with when there is no --index: an E5 model (default: the embedded "
                         "SmolLM2), all-MiniLM-L6-v2 or a sentence-transformers folder")
     m.add_argument("--adapter", default=None, help="LoRA adapter for --model")
     m.add_argument("--max-length", type=int, default=None, help="tokens per text (default: the model's own, 512)")
     m.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
-    m.add_argument("--seed", type=int, default=0, help="seed of the negatives kept from the window")
+    m.add_argument("--seed", type=int, default=0,
+                   help="seed of the negatives kept from the window and of the --max-queries sample (default 0)")
     m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     m.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the corpus embedding cache shared with `e5rag eval`")
@@ -159,9 +175,14 @@ def run_mine(args: argparse.Namespace) -> int:
         dataset=args.dataset, out=args.out, split=args.split, index=index, window=args.window,
         num_negatives=args.num_negatives, task=args.task, model=args.model, adapter=args.adapter,
         max_length=args.max_length, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        use_cache=not args.no_cache))
-    print(f"mined {report.rows} rows for {report.queries} queries into {report.out} "
-          f"({report.without_negatives} queries got no negative)", file=sys.stderr)
+        use_cache=not args.no_cache, max_queries=args.max_queries))
+    sampled = (f" (a --max-queries sample of {report.queries_in_input})"
+               if report.queries < report.queries_in_input else "")
+    empty = (f" ({report.rows_without_negatives} rows written with only their labelled negative, if any)"
+             if report.without_negatives else "")
+    print(f"mined {report.rows} rows for {report.queries} queries{sampled} into {report.out}: "
+          f"{report.queries - report.without_negatives} queries got negatives, {report.without_negatives} got none "
+          f"in the window{empty}", file=sys.stderr)
     return 0
 
 
