@@ -31,6 +31,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 45 s of waiting for the keepalive GOAWAY: `pytest -m slow` runs it
 def test_lite_keeps_grpc_and_iterator_noise_off_stderr(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path / "lite.db"), "45"], capture_output=True,
