@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .text_api import check_texts
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ class RequestError(Exception):
 
 
 def parse_embeddings_request(body: bytes, max_inputs: int = MAX_INPUTS) -> tuple[list[str], str]:
-    """The texts and encoding format of a ``/v1/embeddings`` body; ``RequestError`` (400) naming the
-    problem otherwise. Empty texts are refused, as ``Encoder.encode`` does."""
+    """The texts and encoding format of a ``/v1/embeddings`` body; ``RequestError`` (400/413), or for a
+    text that is empty or not a string ``InputError``, naming the problem otherwise."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -90,11 +91,7 @@ def parse_embeddings_request(body: bytes, max_inputs: int = MAX_INPUTS) -> tuple
     if len(texts) > max_inputs:
         raise RequestError(413, f'"input" has {len(texts)} texts; at most {max_inputs} a request: '
                                 "send them in several requests", code="too_many_inputs")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise RequestError(400, f'input {i} is {type(t).__name__}, not a string')
-        if not t.strip():
-            raise RequestError(400, f"input {i} is empty: remove it or give it some text")
+    texts = check_texts(texts, "input")  # the encoder's own rule; the handler answers its InputError with 400
     fmt = payload.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise RequestError(400, f'"encoding_format" must be "float" or "base64", got {fmt!r}')
