@@ -56,11 +56,20 @@ def parse_window(text: str | tuple[int, int]) -> tuple[int, int]:
     return lo, hi
 
 
+BM25 = "bm25"
+
+
+def is_bm25(model: str | None) -> bool:
+    """Whether ``model`` names BM25 (any case) rather than an embedding model."""
+    return model is not None and model.lower() == BM25
+
+
 @dataclass(frozen=True)
 class MineConfig:
     """What to mine. ``dataset``: a BEIR folder or a training-pairs JSONL file. ``index`` None embeds
     the corpus with ``model``/``adapter`` (None: the embedded default; "all-MiniLM-L6-v2" or a
-    sentence-transformers folder also work, as in ``e5rag eval``); otherwise that e5rag index is
+    sentence-transformers folder also work, as in ``e5rag eval``; "bm25" ranks by BM25 with the
+    bare query, no model at all); otherwise that e5rag index is
     searched (BEIR folders only). ``num_negatives`` 0 keeps the whole window. ``max_length`` None is
     the model's own (512 for E5 models). ``split`` (BEIR only) None is "train"; ``task`` is for
     BEIR folders (pairs rows carry theirs). ``max_queries`` mines a ``seed``-determined sample of that
@@ -92,6 +101,9 @@ class MineConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_queries is not None and self.max_queries < 1:
             raise InputError(f"max_queries must be >= 1 (leave it out to mine every query), got {self.max_queries}")
+        if is_bm25(self.model) and self.adapter is not None:
+            raise InputError("adapter: --model bm25 ranks by BM25 over the words (no neural model); "
+                             "leave out --adapter, or give the E5 model it belongs to")
         if self.index is not None and (self.model is not None or self.adapter is not None):
             raise InputError("index: an index brings its own model; give either --index or --model/--adapter")
 
@@ -133,6 +145,15 @@ def _ranked_exact(config: MineConfig, data: BeirDataset, qids: list[str], task: 
     return [[data.corpus[int(j)].id for j in row] for row in top]
 
 
+def _ranked_bm25(data: BeirDataset, qids: list[str], k: int) -> list[list[str]]:
+    """Top-k document ids per query by BM25 over the corpus (the bare query; no task, no model): the
+    BM25 of ``e5rag eval --bm25`` and of a FAISS store's hybrid search."""
+    from e5rag.retriever.evaluation.hybrid import bm25_run
+
+    run, _ = bm25_run(data, k, qids)
+    return [list(run[q]) for q in qids]
+
+
 def _ranked_index(config: MineConfig, data: BeirDataset, qids: list[str], task: str | list[str],
                   k: int) -> list[list[str]]:
     from e5rag.retriever.search import SearchIndex
@@ -156,7 +177,9 @@ def _mine_windows(config: MineConfig, data: BeirDataset, qids: list[str], task: 
     """Kept negative ids per query of ``qids``: its ranks inside the window, ``excluded[qid]``
     left out, then ``num_negatives`` of them (in rank order) drawn with ``[seed, stream[qid]]``."""
     lo, hi = config.window
-    if config.index is None:
+    if is_bm25(config.model):
+        ranked = _ranked_bm25(data, qids, hi)
+    elif config.index is None:
         ranked = _ranked_exact(config, data, qids, task, hi)
     else:
         ranked = _ranked_index(config, data, qids, task, hi)

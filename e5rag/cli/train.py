@@ -118,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pairs rows carry their own")
     m.add_argument("--model", default=None,
                    help="retriever to mine with when there is no --index: an E5 model (default: the embedded "
-                        "SmolLM2), all-MiniLM-L6-v2 or a sentence-transformers folder")
+                        "SmolLM2), all-MiniLM-L6-v2, a sentence-transformers folder, or bm25 (SQLite FTS5 BM25 of "
+                        "the bare query: no model, seconds for a whole corpus)")
     m.add_argument("--adapter", default=None, help="LoRA adapter for --model")
     m.add_argument("--max-length", type=int, default=None, help="tokens per text (default: the model's own, 512)")
     m.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default 16)")
