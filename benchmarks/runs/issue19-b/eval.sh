@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issue 19: score one checkpoint of run B (e.g. `eval.sh step-00000200`) in the data folder: the three
+# Issue 19: score one checkpoint of run B: from the data folder, `bash REPO/benchmarks/runs/issue19-b/eval.sh
+# step-00000166` (by its path in the repository: it finds benchmarks/heldout.py from there). The three
 # zero-shot sets (benchmarks/zeroshot.py TRAIN_DATA/X.jsonl --out zs/X --queries 300 --corpus 2000 for
 # squad_dev, snli_devtest, stsb_train), the held-out pairs, SciFact test (beir/scifact).
 set -euo pipefail
