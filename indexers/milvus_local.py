@@ -11,6 +11,12 @@ otherwise be a logged traceback and "Open local milvus failed" into a ``StoreErr
 * another process holds the lock ("index in use");
 * a read-only open of a path that does not exist ("no index at PATH").
 
+Lite writes each segment's index file (``collections/NAME/partitions/P/indexes/*.idx``, ``*.sidx``) in a
+background thread after a flush, in place: a process killed during that write leaves a truncated
+file, and every later load of the collection fails on it. Those files are derived from the flushed
+segments (Lite builds a missing one on load), so ``index_files`` lists them for the store to remove
+and reload (``MilvusStore``), and no committed row is lost.
+
 Servers are reference-counted per path so that closing the last store in this process stops the
 server and releases the lock (pymilvus would otherwise keep it until the process exits).
 
@@ -34,15 +40,25 @@ from .base import StoreError
 
 LOCK_FILE = "LOCK"  # milvus_lite.db.LOCK_FILENAME
 CLIENT_OPTIONS = {"grpc_options": {"grpc.keepalive_permit_without_calls": 0, "grpc.keepalive_time_ms": 2**31 - 1}}
+SERVER_LOGGER = "milvus_lite.adapter.grpc.servicer"  # logs each failed request with its traceback
 _QUIET_LOGGERS = ("pymilvus.client.iterator",)  # "failed to set up mvccTs ..., use client-side ts instead"
 FAISS_MARKERS = {"CURRENT", "e5rag-index.json"}  # indexers.atomic: CURRENT, MARKER
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_INDEX_SUFFIXES = (".idx", ".sidx")  # milvus_lite.index.files.INDEX_FILE_EXTENSIONS
 _LITE_ENTRIES = {"LOCK", "collections", "databases", ".database-staging", "aliases.json",
                  "database_properties.json", "snapshots"}
 
 _lock = threading.Lock()
 _open: dict[str, int] = {}  # absolute path -> stores open on it in this process
 _started: set[str] = set()  # paths whose server this module started (and so stops)
+
+
+def index_files(path: Path, collection: str, db_name: str | None = None) -> list[Path]:
+    """Milvus Lite's per-segment index files of ``collection`` (its real name, not an alias) in the index
+    directory ``path``: derived data that Lite rebuilds from the segments when one is missing."""
+    root = path if db_name in (None, "", "default") else path / "databases" / db_name
+    partitions = root / "collections" / collection / "partitions"
+    return sorted(p for p in partitions.glob("*/indexes/*") if p.suffix in _INDEX_SUFFIXES and p.is_file())
 
 
 def no_index_message(path: str | Path) -> str:

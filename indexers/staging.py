@@ -116,7 +116,8 @@ class MilvusStaging(Staging):
         except StoreError as exc:
             if readonly:
                 raise
-            # Milvus Lite can leave a half-written segment when killed mid-flush: start the staging again.
+            # Index files a kill left truncated are rebuilt by MilvusStore; a staged collection that still
+            # cannot be loaded has damaged rows: start the staging again.
             log.warning("dropping the staged collection %s, which cannot be loaded (%s)", self.staged_name, exc)
             with source._rpc("drop the staged collection of"):
                 source._client.drop_collection(self.staged_name)

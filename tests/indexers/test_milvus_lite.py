@@ -127,3 +127,53 @@ def test_parent_directories_are_created_for_a_new_index(tmp_path):
         store.commit()
     with MilvusStore(path, readonly=True) as store:
         assert store.get(["x"]) == [Document("x", "y")]
+
+
+@pytest.mark.parametrize("index_type", ["FLAT", "HNSW"])
+def test_a_truncated_segment_index_file_is_rebuilt_and_no_row_is_lost(tmp_path, index_type, caplog):
+    """Lite writes a segment's index file in place, in a background thread after each flush: a process
+    killed during that write leaves it truncated, and Lite alone then fails every load of the index.
+    The store rebuilds the index files from the committed segments instead (``milvus_local``)."""
+    from e5rag.indexers import milvus_local
+
+    path, vectors = tmp_path / "cut.db", committed_vectors()
+    docs = [Document(f"c{i}", f"committed {i}", metadata={"i": i}) for i in range(200)]
+    with MilvusStore(path, collection="docs", index_type=index_type) as store:
+        store.initialize(16, {"base": "cut"})
+        for lo, hi in ((0, 120), (120, 200)):  # two flushes: two segments, one index file each
+            store.upsert(docs[lo:hi], vectors[lo:hi])
+            store.commit()
+        expected = store.search(vectors[:8], k=5)
+    files = milvus_local.index_files(path, "docs")
+    assert len(files) == 2
+    whole = files[1].read_bytes()
+    files[1].write_bytes(whole[: len(whole) // 3])  # what a SIGKILL in the middle of the write leaves
+
+    for readonly in (False, True):  # a reader repairs too: tests/retriever/test_reindex.py (index-save)
+        caplog.clear()
+        with MilvusStore(path, collection="docs", readonly=readonly) as store:
+            assert store.count() == 200
+            got = store.search(vectors[:8], k=5)
+            assert [[h.document.id for h in row] for row in got] == [[h.document.id for h in row] for row in expected]
+            assert np.allclose([[h.score for h in row] for row in got], [[h.score for h in row] for row in expected],
+                               atol=1e-5)
+            assert store.get(["c150"])[0].text == "committed 150"
+        repaired = [r.getMessage() for r in caplog.records if "rebuilding its" in r.getMessage()]
+        assert len(repaired) == (0 if readonly else 1), repaired  # the first open rebuilt them for good
+    assert files[1].stat().st_size >= len(whole) * 0.9
+
+
+def test_a_load_failure_with_no_index_file_to_rebuild_stays_an_error(tmp_path):
+    """Only the derived index files are ever removed: damage to the committed rows themselves is reported."""
+    path = tmp_path / "bad.db"
+    with MilvusStore(path, collection="docs") as store:
+        store.initialize(16, {"base": "bad"})
+        store.upsert([Document("a", "a")], committed_vectors()[:1])
+        store.commit()
+    segments = [p for p in (path / "collections" / "docs").rglob("*") if p.is_file() and p.suffix == ".parquet"]
+    assert segments, sorted(p.name for p in (path / "collections" / "docs").rglob("*"))
+    for p in segments:
+        p.write_bytes(b"")
+    with pytest.raises(StoreError, match="could not"):
+        with MilvusStore(path, collection="docs", readonly=True) as store:
+            store.search(committed_vectors()[:1], k=1)

@@ -1,7 +1,8 @@
 """A fork server for the reindex kill tests: imports e5rag, torch and the stores once, then for each
 request (a JSON line on stdin) forks a fresh child that runs ``e5rag ARGV`` and, at the requested
 point, SIGKILLs itself: after the n-th commit of the staged index, just before the switch, or just
-after it. Replies with one JSON line: {"code": exit code} or {"signal": number}.
+after it, or (Milvus Lite) halfway through writing a segment's index file. Replies with one JSON line:
+{"code": exit code} or {"signal": number}.
 
 Run as ``python reindex_forker.py MODEL_DIR``: the server loads that (tiny) model once, so that
 transformers' lazy imports are done before the forks (they take seconds; the load computes nothing).
@@ -41,6 +42,15 @@ def _arm(point: str, n: int) -> None:
 
     FaissStore.commit = counting(FaissStore.commit, lambda s: s.root.name == staging.FAISS_STAGING_DIR)
     MilvusStore.commit = counting(MilvusStore.commit, lambda s: staging.GENERATION_SUFFIX in s.collection)
+    if point == "index-save":  # Milvus Lite writing a segment's index file after a flush (a background thread)
+        from milvus_lite.index.brute_force import BruteForceIndex
+
+        def save(self, path, _original=BruteForceIndex.save):
+            _original(self, path)
+            with open(path, "r+b") as f:  # the file as a kill in the middle of the write leaves it
+                f.truncate(f.seek(0, os.SEEK_END) // 2)
+            _die()
+        BruteForceIndex.save = save
     if point == "mid-switch":  # Milvus' first switch: after the rename, before the alias exists
         import pymilvus
 
