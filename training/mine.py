@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ DEFAULT_SPLIT = "train"
 _ROW_HINT = ('each line of a training-pairs file is one object {"task": ..., "query": ..., "positive": ..., '
              '"negative": ... or null}, the rows `e5rag train --data` reads; fix or remove that line')
 
+
+log = logging.getLogger(__name__)
 
 def parse_window(text: str | tuple[int, int]) -> tuple[int, int]:
     """"30-100" -> (30, 100): 1-based ranks, both ends included."""
@@ -106,6 +109,15 @@ class MineConfig:
                              "leave out --adapter, or give the E5 model it belongs to")
         if self.index is not None and (self.model is not None or self.adapter is not None):
             raise InputError("index: an index brings its own model; give either --index or --model/--adapter")
+
+    def ignored_options(self) -> list[str]:
+        """Options set here that do nothing with ``model="bm25"`` (no neural model: nothing is encoded)."""
+        if not is_bm25(self.model):
+            return []
+        unused = {"max_length": self.max_length is not None, "batch_size": self.batch_size != 16,
+                  "device": self.device is not None, "use_cache": not self.use_cache}
+        flags = {"use_cache": "--no-cache"}
+        return [f"{name} ({flags.get(name, '--' + name.replace('_', '-'))})" for name, is_set in unused.items() if is_set]
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,9 @@ def _mine_windows(config: MineConfig, data: BeirDataset, qids: list[str], task: 
 
 def mine_hard_negatives(config: MineConfig) -> MineReport:
     """Mine a BEIR folder or a training-pairs file; write the JSONL atomically (temp file, then rename)."""
+    ignored = config.ignored_options()
+    if ignored:
+        log.warning("%s ignored: --model bm25 encodes nothing (they apply to neural models)", ", ".join(ignored))
     path = Path(config.dataset)
     if path.is_dir():
         return _mine_beir(config)

@@ -6,8 +6,8 @@ sees exactly the tokens SQLite FTS5 indexes."""
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import math
 import random
 
@@ -110,6 +110,19 @@ def test_pairs_file_bm25_keeps_labelled_negative_first_and_never_a_positive(tmp_
 def test_bm25_with_an_adapter_is_refused(tmp_path):
     with pytest.raises(InputError, match="--model bm25 ranks by BM25.*leave out --adapter"):
         MineConfig("x.jsonl", str(tmp_path / "o.jsonl"), model="bm25", adapter="some/adapter")
+
+
+def test_options_of_neural_models_are_named_as_ignored_with_bm25(beir, tmp_path, caplog):
+    root, *_ = beir
+    quiet = MineConfig(str(root), str(tmp_path / "a.jsonl"), model="bm25", window=(2, 20))
+    loud = MineConfig(str(root), str(tmp_path / "b.jsonl"), model="bm25", window=(2, 20), max_length=64,
+                      batch_size=4, use_cache=False)
+    assert quiet.ignored_options() == []
+    assert loud.ignored_options() == ["max_length (--max-length)", "batch_size (--batch-size)", "use_cache (--no-cache)"]
+    assert MineConfig(str(root), "c.jsonl", max_length=64, batch_size=4).ignored_options() == []  # a neural model
+    mine_hard_negatives(loud)
+    assert "max_length (--max-length), batch_size (--batch-size), use_cache (--no-cache) ignored" in caplog.text
+    assert (tmp_path / "b.jsonl").read_text()  # mined all the same
 
 
 def test_cli_mines_with_bm25(beir, tmp_path, capsys):
