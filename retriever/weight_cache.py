@@ -18,6 +18,13 @@ failed load is a damaged entry, which is rebuilt and replaced (one warning line)
 
 Only GGUF sources are cached (they are converted anyway); a model directory is already safetensors and
 loads as it is. ``E5RAG_WEIGHT_CACHE=0`` turns the cache off.
+
+An entry is about the model's full size (517 MB for the embedded default), and every new adapter (each
+checkpoint evaluated, each e5rag upgrade that ships a new default) makes one, so the cache keeps the
+``E5RAG_WEIGHT_CACHE_KEEP`` most recently used entries (default 3; ``all`` keeps every one): writing
+an entry removes the least recently used beyond that (a load marks its entry used), and temporary
+folders of writers killed more than a day ago. Removal renames first, so a reader sees a whole entry
+or none; a process that has the weights memory-mapped keeps them (POSIX keeps an unlinked file's data).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 
 import torch
 
-from e5rag.fsutil import publish_dir
+from e5rag.fsutil import make_dir, publish_dir
 
 from .filehash import cached_sha256
 from .loading import cache_dir, load_tokenizer
@@ -51,6 +58,9 @@ _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", t
            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
            torch.bool: "BOOL"}
 _SKIPPED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".index.json")
+DEFAULT_KEEP = 3
+_DIGEST_LEN = 24
+_STALE_S = 24 * 3600  # a writer's temporary folder older than this was left by a killed writer
 
 
 class DamagedEntry(Exception):
@@ -80,8 +90,72 @@ def entry_key(base_identity: str, adapter_identity: str | None, dtype: torch.dty
 
 
 def entry_dir(key: dict[str, Any]) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:_DIGEST_LEN]
     return cache_dir() / "weights" / digest
+
+
+def keep_count() -> int | None:
+    """``$E5RAG_WEIGHT_CACHE_KEEP``: entries kept (default 3); None (``all`` or 0) keeps every one."""
+    raw = os.environ.get("E5RAG_WEIGHT_CACHE_KEEP", "").strip().lower()
+    if not raw:
+        return DEFAULT_KEEP
+    if raw in ("all", "0"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        log.warning("e5rag: E5RAG_WEIGHT_CACHE_KEEP=%r is not a number of entries (or 'all'); keeping %d",
+                    raw, DEFAULT_KEEP)
+        return DEFAULT_KEEP
+    return value
+
+
+def prune(root: Path, keep: int | None, protect: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the entries of the weights folder ``root`` beyond the ``keep`` most recently used (by the
+    mtime of their ``e5rag-weights.json``; ``protect`` is never removed) and the temporary folders of
+    writers killed over a day ago. -> the removed paths. Folders that are neither are left alone."""
+    import time
+
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        children = list(root.iterdir())
+    except OSError:
+        return removed
+    entries = []
+    for child in children:
+        try:
+            if child.name.startswith((".tmp-", ".old-")) and child.is_dir():
+                if now - child.stat().st_mtime > _STALE_S:
+                    removed += _remove(child)
+            elif len(child.name) == _DIGEST_LEN and (child / ENTRY_FILE).is_file():
+                entries.append(((child / ENTRY_FILE).stat().st_mtime, child))
+        except OSError:  # removed meanwhile by another process
+            continue
+    if keep is not None:
+        others = sorted((e for e in entries if e[1] != protect), key=lambda e: e[0], reverse=True)
+        room = keep - any(e[1] == protect for e in entries)
+        for _, entry in others[max(room, 0):]:
+            removed += _remove(entry)
+    return removed
+
+
+def _remove(path: Path) -> list[Path]:
+    """Rename ``path`` aside (atomic: readers see all of it or nothing), then delete it."""
+    try:
+        if path.name.startswith(".old-"):
+            shutil.rmtree(path)
+        else:
+            aside = make_dir(path.parent, ".old-")
+            os.replace(path, aside / "entry")
+            shutil.rmtree(aside, ignore_errors=True)
+    except OSError as exc:
+        log.warning("e5rag: could not remove %s from the weight cache: %s", path, exc)
+        return []
+    log.info("removed %s from the weight cache", path)
+    return [path]
 
 
 def load(key: dict[str, Any], build: Callable[[], tuple[Path, Any, torch.nn.Module]], *,
@@ -93,7 +167,12 @@ def load(key: dict[str, Any], build: Callable[[], tuple[Path, Any, torch.nn.Modu
     damaged = False
     if target.exists():
         try:
-            return _read(target, key, device)
+            loaded = _read(target, key, device)
+            try:
+                os.utime(target / ENTRY_FILE)  # used now: the least recently used entries go first
+            except OSError:
+                pass
+            return loaded
         except DamagedEntry as exc:
             log.warning("e5rag: the cached weights in %s are damaged (%s); rebuilding them", target, exc)
             damaged = True
@@ -102,6 +181,7 @@ def load(key: dict[str, Any], build: Callable[[], tuple[Path, Any, torch.nn.Modu
         _write(target, key, directory, model, replace=damaged)
     except OSError as exc:  # a full or read-only cache costs speed, not the load
         log.warning("e5rag: could not cache the converted weights in %s: %s", target, exc)
+    prune(target.parent, keep_count(), protect=target)
     return tokenizer, model
 
 

@@ -183,3 +183,57 @@ def test_embedded_default_cached_equals_uncached(monkeypatch):
     cold, warm = load(), load()
     assert np.array_equal(cold, expected) and np.array_equal(warm, expected)
     assert list((weight_cache.cache_dir() / "weights").glob(f"*/{weight_cache.WEIGHTS_FILE}"))
+
+
+def test_entries_beyond_the_limit_go_least_recently_used_first(mistral_dir, cache, monkeypatch):
+    monkeypatch.setenv("E5RAG_WEIGHT_CACHE_KEEP", "2")
+    build = Builder(mistral_dir, None)
+    keys = [weight_cache.entry_key(f"base-{i}", None, torch.float32, "cpu") for i in range(4)]
+    dirs = [weight_cache.entry_dir(k) for k in keys]
+
+    def load(i):
+        weight_cache.load(keys[i], build, device="cpu")
+
+    def last_used(i, t):
+        os.utime(dirs[i] / weight_cache.ENTRY_FILE, (t, t))
+
+    load(0)
+    last_used(0, 1_000)
+    load(1)
+    last_used(1, 2_000)
+    assert [d.is_dir() for d in dirs] == [True, True, False, False] and build.calls == 2
+    load(0)  # a warm load (no build) marks entry 0 as used now
+    assert build.calls == 2 and (dirs[0] / weight_cache.ENTRY_FILE).stat().st_mtime > 2_000
+    load(2)  # a third entry: entry 1, now the least recently used, goes
+    assert [d.is_dir() for d in dirs] == [True, False, True, False] and build.calls == 3
+    monkeypatch.setenv("E5RAG_WEIGHT_CACHE_KEEP", "all")
+    load(3)
+    assert [d.is_dir() for d in dirs] == [True, False, True, True]
+    monkeypatch.setenv("E5RAG_WEIGHT_CACHE_KEEP", "1")
+    load(1)  # the entry just written is kept even when it is the only room
+    assert [d.is_dir() for d in dirs] == [False, True, False, False] and build.calls == 5
+    assert sorted(p.name for p in (cache / "weights").iterdir()) == [dirs[1].name]  # no folder set aside is left
+    model_vectors = vectors(*weight_cache.load(keys[1], build, device="cpu"))
+    assert build.calls == 5 and np.array_equal(model_vectors, vectors(*build()[1:]))
+
+
+def test_only_stale_writer_folders_and_entries_are_ever_removed(cache, caplog):
+    import time
+
+    root = cache / "weights"
+    stale, fresh, foreign = root / ".tmp-00000000deadbeef", root / ".tmp-0123456789abcdef", root / "my-notes"
+    for d in (stale, fresh, foreign):
+        d.mkdir(parents=True)
+        (d / weight_cache.WEIGHTS_FILE).write_bytes(b"half")
+    (root / "README").write_text("not the cache's")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+    assert weight_cache.prune(root, keep=None) == [stale]
+    assert sorted(p.name for p in root.iterdir()) == sorted([fresh.name, foreign.name, "README"])
+
+
+@pytest.mark.parametrize(("raw", "want"), [("", 3), ("5", 5), ("all", None), ("0", None), ("lots", 3), ("-2", 3)])
+def test_keep_count_reads_the_environment(monkeypatch, caplog, raw, want):
+    monkeypatch.setenv("E5RAG_WEIGHT_CACHE_KEEP", raw)
+    assert weight_cache.keep_count() == want
+    assert ("is not a number of entries" in caplog.text) == (raw in ("lots", "-2"))
