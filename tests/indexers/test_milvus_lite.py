@@ -129,8 +129,8 @@ def test_parent_directories_are_created_for_a_new_index(tmp_path):
         assert store.get(["x"]) == [Document("x", "y")]
 
 
-@pytest.mark.parametrize("index_type", ["FLAT", "HNSW"])
-def test_a_truncated_segment_index_file_is_rebuilt_and_no_row_is_lost(tmp_path, index_type, caplog):
+@pytest.mark.parametrize(("index_type", "alias"), [("FLAT", False), ("HNSW", False), ("FLAT", True)])
+def test_a_truncated_segment_index_file_is_rebuilt_and_no_row_is_lost(tmp_path, index_type, alias, caplog):
     """Lite writes a segment's index file in place, in a background thread after each flush: a process
     killed during that write leaves it truncated, and Lite alone then fails every load of the index.
     The store rebuilds the index files from the committed segments instead (``milvus_local``)."""
@@ -138,13 +138,16 @@ def test_a_truncated_segment_index_file_is_rebuilt_and_no_row_is_lost(tmp_path, 
 
     path, vectors = tmp_path / "cut.db", committed_vectors()
     docs = [Document(f"c{i}", f"committed {i}", metadata={"i": i}) for i in range(200)]
-    with MilvusStore(path, collection="docs", index_type=index_type) as store:
+    real = "docs__g1" if alias else "docs"  # after a reindex, the name is an alias of a generation
+    with MilvusStore(path, collection=real, index_type=index_type) as store:
         store.initialize(16, {"base": "cut"})
         for lo, hi in ((0, 120), (120, 200)):  # two flushes: two segments, one index file each
             store.upsert(docs[lo:hi], vectors[lo:hi])
             store.commit()
         expected = store.search(vectors[:8], k=5)
-    files = milvus_local.index_files(path, "docs")
+        if alias:
+            store._client.create_alias(real, "docs")
+    files = milvus_local.index_files(path, real)
     assert len(files) == 2
     whole = files[1].read_bytes()
     files[1].write_bytes(whole[: len(whole) // 3])  # what a SIGKILL in the middle of the write leaves
