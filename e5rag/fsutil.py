@@ -126,9 +126,7 @@ def publish_dir(target: str | Path, write: Callable[[Path], None], *, complete_m
         write(tmp)
         fsync_tree(tmp)
         if replace and target.exists():
-            stale = make_dir(target.parent, ".old-")
-            os.replace(target, stale / "entry")
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_dir(target)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except OSError:
@@ -139,6 +137,16 @@ def publish_dir(target: str | Path, write: Callable[[Path], None], *, complete_m
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def remove_dir(path: Path) -> None:
+    """Delete the folder ``path`` so that a reader sees all of it or none: rename it into a new
+    ``.old-*`` sibling folder, then delete that (its leftovers, if the deletion is killed, are not ``path``)."""
+    aside = make_dir(path.parent, ".old-")
+    try:
+        os.replace(path, aside / "entry")
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def replace_dir(tmp: Path, target: Path) -> None:

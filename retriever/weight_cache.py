@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from e5rag.fsutil import make_dir, publish_dir
+from e5rag.fsutil import publish_dir, remove_dir
 
 from .filehash import cached_sha256
 from .loading import cache_dir, load_tokenizer
@@ -143,14 +143,12 @@ def prune(root: Path, keep: int | None, protect: Path | None = None, now: float 
 
 
 def _remove(path: Path) -> list[Path]:
-    """Rename ``path`` aside (atomic: readers see all of it or nothing), then delete it."""
+    """Delete ``path`` (``fsutil.remove_dir``: a reader sees all of it or nothing)."""
     try:
         if path.name.startswith(".old-"):
             shutil.rmtree(path)
         else:
-            aside = make_dir(path.parent, ".old-")
-            os.replace(path, aside / "entry")
-            shutil.rmtree(aside, ignore_errors=True)
+            remove_dir(path)
     except OSError as exc:
         log.warning("e5rag: could not remove %s from the weight cache: %s", path, exc)
         return []
