@@ -240,21 +240,22 @@ class MilvusStore(Store):
         """Load the collection. On Lite, a load that fails on a segment index file (left truncated by a
         process killed while Lite wrote it after a flush) is retried once without those files, which
         Lite then rebuilds from the committed segments (``milvus_local``)."""
-        try:  # Lite's server would log the failure's traceback: keep it, the error carries the reason
+        def load() -> None:  # Lite's server would log a failure's traceback: keep it, the error has the reason
             with milvus_local.captured_logs(milvus_local.SERVER_LOGGER) if self.lite else nullcontext():
                 with self._rpc("load"):
                     self._client.load_collection(self.collection)
+
+        try:
+            load()
             return
         except StoreError as exc:
             files = milvus_local.index_files(self._path, real_name, self.db_name) if self.lite else []
             if not files:
                 raise
-            first = exc
-        log.warning("%s; rebuilding its %d segment index file(s) from the committed rows", first, len(files))
+            log.warning("%s; rebuilding its %d segment index file(s) from the committed rows", exc, len(files))
         for f in files:
             f.unlink(missing_ok=True)
-        with self._rpc("load"):
-            self._client.load_collection(self.collection)
+        load()
 
     def _missing_message(self) -> str:
         with self._rpc("list collections of"):

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,11 @@ def keep_count() -> int | None:
     return value
 
 
-def prune(root: Path, keep: int | None, protect: Path | None = None, now: float | None = None) -> list[Path]:
+def prune(root: Path, keep: int | None, protect: Path | None = None) -> list[Path]:
     """Remove the entries of the weights folder ``root`` beyond the ``keep`` most recently used (by the
     mtime of their ``e5rag-weights.json``; ``protect`` is never removed) and the temporary folders of
     writers killed over a day ago. -> the removed paths. Folders that are neither are left alone."""
-    import time
-
-    now = time.time() if now is None else now
+    now = time.time()
     removed: list[Path] = []
     try:
         children = list(root.iterdir())

@@ -38,12 +38,14 @@ from e5rag.retriever.tasks import resolve_task
 from .beir import BeirDataset, beir_task, load_beir, positives
 from .data import example_from_row
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SPLIT = "train"
+DEFAULT_BATCH_SIZE = 16
 _ROW_HINT = ('each line of a training-pairs file is one object {"task": ..., "query": ..., "positive": ..., '
              '"negative": ... or null}, the rows `e5rag train --data` reads; fix or remove that line')
 
 
-log = logging.getLogger(__name__)
 
 def parse_window(text: str | tuple[int, int]) -> tuple[int, int]:
     """"30-100" -> (30, 100): 1-based ranks, both ends included."""
@@ -88,7 +90,7 @@ class MineConfig:
     model: str | None = None
     adapter: str | None = None
     max_length: int | None = None
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     seed: int = 0
     device: str | None = None
     use_cache: bool = True
@@ -114,10 +116,11 @@ class MineConfig:
         """Options set here that do nothing with ``model="bm25"`` (no neural model: nothing is encoded)."""
         if not is_bm25(self.model):
             return []
-        unused = {"max_length": self.max_length is not None, "batch_size": self.batch_size != 16,
-                  "device": self.device is not None, "use_cache": not self.use_cache}
-        flags = {"use_cache": "--no-cache"}
-        return [f"{name} ({flags.get(name, '--' + name.replace('_', '-'))})" for name, is_set in unused.items() if is_set]
+        options = [("max_length (--max-length)", self.max_length is not None),
+                   ("batch_size (--batch-size)", self.batch_size != DEFAULT_BATCH_SIZE),
+                   ("device (--device)", self.device is not None),
+                   ("use_cache (--no-cache)", not self.use_cache)]
+        return [name for name, is_set in options if is_set]
 
 
 @dataclass(frozen=True)
